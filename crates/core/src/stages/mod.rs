@@ -1,0 +1,12 @@
+//! Built-in stages that need no AWS service: the `raw` and `json` transformers, the `all` and `field`
+//! filters, and the `stdout`, `file` and `null` emitters.
+
+mod file;
+mod filters;
+mod lines;
+mod transformers;
+
+pub use file::{DEFAULT_ROTATE_BYTES, FileEmitter, FileEmitterOptions};
+pub use filters::{AllFilter, FieldFilter, FieldPredicate};
+pub use lines::{LineFormat, NullEmitter, StdoutEmitter};
+pub use transformers::{JsonTransformer, RawTransformer};
