@@ -1,0 +1,227 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kinesis_connectors_consumer::StreamClient;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::run::{RunOptions, run_pipeline};
+use crate::streams::{self, StreamsCommand};
+
+/// Exit code of a configuration or usage error.
+pub const EXIT_CONFIG: i32 = 2;
+/// Exit code of a runtime failure.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Reads Kinesis streams into S3, DynamoDB, Redshift, Elasticsearch and files, at least once.
+#[derive(Debug, Parser)]
+#[command(name = "kinesis-connector", version)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one pipeline of a configuration until stopped (SIGINT/SIGTERM).
+    Run {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The pipeline to run.
+        #[arg(long, short)]
+        pipeline: String,
+        /// Stop once every shard is read to its tip and everything read is delivered.
+        #[arg(long)]
+        until_tip: bool,
+    },
+    /// Validate a configuration without starting anything; exit 2 on the first mistake.
+    Check {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Manage streams: list, exists, describe, create, put.
+    Streams {
+        /// The AWS region.
+        #[arg(long, env = "AWS_REGION", default_value = "us-east-1", global = true)]
+        region: String,
+        /// An endpoint override (e.g. a local Kinesis emulator).
+        #[arg(long, env = "KINESIS_ENDPOINT", global = true)]
+        endpoint: Option<String>,
+        /// The streams command.
+        #[command(subcommand)]
+        command: StreamsCommand,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_kinesis=warn,hyper=warn",
+        )
+    });
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Parses the command line and runs it with `registry`; returns the exit code.
+pub fn main_with(registry: Registry) -> i32 {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    runtime.block_on(dispatch(cli.command, registry))
+}
+
+async fn dispatch(command: Command, registry: Registry) -> i32 {
+    match command {
+        Command::Check { config } => match Config::load(&config, &registry) {
+            Ok(c) => {
+                for (name, p) in &c.pipelines {
+                    println!(
+                        "ok: pipeline {name}: {} → {} ({} filters) → {}",
+                        p.source.stream,
+                        p.transformer_type,
+                        p.filters.len(),
+                        p.emitter_type
+                    );
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_CONFIG
+            }
+        },
+        Command::Run {
+            config,
+            pipeline,
+            until_tip,
+        } => {
+            let mut c = match Config::load(&config, &registry) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_CONFIG;
+                }
+            };
+            let Some(spec) = c.pipelines.remove(&pipeline) else {
+                let known: Vec<&String> = c.pipelines.keys().collect();
+                eprintln!(
+                    "error: {}: no pipeline {pipeline:?}; defined: {known:?}",
+                    config.display()
+                );
+                return EXIT_CONFIG;
+            };
+            let bound = spec.shutdown_timeout;
+            let cancel = CancellationToken::new();
+            tokio::spawn(watch_signals(cancel.clone()));
+            let run = run_pipeline(spec, RunOptions { until_tip }, cancel.clone());
+            tokio::pin!(run);
+            let result = tokio::select! {
+                r = &mut run => r,
+                () = bounded_shutdown(cancel.clone(), bound) => {
+                    tracing::error!(pipeline = %pipeline, bound_s = bound.as_secs_f64(), "shutdown did not finish within its bound; exiting (records not checkpointed are delivered again on restart)");
+                    return EXIT_FAILURE;
+                }
+            };
+            match result {
+                Ok(_) => 0,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    EXIT_FAILURE
+                }
+            }
+        }
+        Command::Streams {
+            region,
+            endpoint,
+            command,
+        } => {
+            let client =
+                StreamClient::connect(&region, endpoint.as_deref().filter(|e| !e.is_empty())).await;
+            match streams::run(&client, command).await {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    EXIT_FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn bounded_shutdown(cancel: CancellationToken, bound: Duration) {
+    cancel.cancelled().await;
+    tokio::time::sleep(bound).await;
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
+async fn watch_signals(cancel: CancellationToken) {
+    let mut count = 0;
+    loop {
+        wait_for_signal().await;
+        count += 1;
+        if count == 1 {
+            tracing::info!(
+                "shutdown requested: stopping fetching, delivering what was read, checkpointing"
+            );
+            cancel.cancel();
+        } else {
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(130);
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

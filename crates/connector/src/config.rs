@@ -1,0 +1,658 @@
+//! `connectors.toml`: loading, `${ENV}` interpolation, and validation into types the runner uses.
+//!
+//! Every mistake is reported before anything starts, as `FILE: pipeline "NAME": key "KEY": what is
+//! wrong`. Unknown keys are errors. Durations are strings (`"30s"`), sizes strings (`"5MiB"`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kinesis_connectors_consumer::reader::{DEFAULT_IDLE_POLL_INTERVAL, DEFAULT_POLL_INTERVAL};
+use kinesis_connectors_consumer::{
+    DEFAULT_SHARD_SYNC_INTERVAL, InitialPosition, ReaderSettings, api,
+};
+use kinesis_connectors_core::{
+    BufferLimits, DEFAULT_MAX_AGE, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_QUEUED_BATCHES, DEFAULT_MAX_RECORDS, Filter, Item,
+    PipelineSettings, RetryPolicy, SequenceNumber, Transformer,
+};
+use serde::Deserialize;
+
+use crate::interpolate::expand_tree;
+use crate::registry::{DeadLetterBuild, EmitterBuild, Registry, StageContext, StageError};
+use crate::units::{ByteSize, DurationText};
+
+/// Default directory for checkpoints and dead letters when a pipeline names no paths.
+pub const DEFAULT_STATE_DIR: &str = ".kinesis-connector";
+/// Default bound on a graceful shutdown (stop fetching, flush, deliver, checkpoint).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default AWS region when neither the pipeline nor `AWS_REGION` names one.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// A configuration mistake, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: String,
+    /// The pipeline, if the mistake is inside one.
+    pub pipeline: Option<String>,
+    /// The dotted key, if known.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(p) = &self.pipeline {
+            write!(f, ": pipeline {p:?}")?;
+        }
+        if let Some(k) = &self.key {
+            write!(f, ": key {k:?}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToml {
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pipelines: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineToml {
+    description: Option<String>,
+    source: SourceToml,
+    transformer: Option<toml::Table>,
+    #[serde(default)]
+    filters: Vec<toml::Table>,
+    #[serde(default)]
+    buffer: BufferToml,
+    emitter: toml::Table,
+    #[serde(default)]
+    retry: RetryToml,
+    #[serde(default)]
+    delivery: DeliveryToml,
+    dead_letter: Option<toml::Table>,
+    checkpoint: Option<CheckpointToml>,
+    shutdown_timeout: Option<DurationText>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceToml {
+    stream: String,
+    region: Option<String>,
+    endpoint: Option<String>,
+    start_position: Option<toml::Value>,
+    reader: Option<String>,
+    max_records_per_call: Option<i64>,
+    poll_interval: Option<DurationText>,
+    idle_poll_interval: Option<DurationText>,
+    shard_sync_interval: Option<DurationText>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BufferToml {
+    max_records: Option<i64>,
+    max_bytes: Option<ByteSize>,
+    max_age: Option<DurationText>,
+    batch_across_shards: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryToml {
+    base_delay: Option<DurationText>,
+    max_delay: Option<DurationText>,
+    max_attempts: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryToml {
+    max_in_flight: Option<i64>,
+    max_queued_batches: Option<i64>,
+    max_buffered_bytes: Option<ByteSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointToml {
+    #[serde(rename = "type")]
+    kind: String,
+    path: Option<PathBuf>,
+}
+
+/// Where a pipeline reads from.
+#[derive(Clone, Debug)]
+pub struct SourceSpec {
+    /// The stream.
+    pub stream: String,
+    /// The AWS region.
+    pub region: String,
+    /// An endpoint override (a local emulator), if any.
+    pub endpoint: Option<String>,
+    /// Where shards without a checkpoint start.
+    pub initial_position: InitialPosition,
+    /// How shards are polled.
+    pub reader: ReaderSettings,
+    /// Time between shard discoveries.
+    pub shard_sync_interval: Duration,
+}
+
+/// Where a pipeline keeps its checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckpointSpec {
+    /// The embedded file store.
+    File {
+        /// The store's JSON file.
+        path: PathBuf,
+    },
+}
+
+/// One validated pipeline.
+pub struct PipelineSpec {
+    /// The pipeline's name.
+    pub name: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// Where it reads.
+    pub source: SourceSpec,
+    /// The transformer's type name.
+    pub transformer_type: String,
+    /// The transformer.
+    pub transformer: Arc<dyn Transformer<Item>>,
+    /// The filters, in order.
+    pub filters: Vec<Arc<dyn Filter<Item>>>,
+    /// The emitter's type name.
+    pub emitter_type: String,
+    /// Builds the emitter (taken by `run`).
+    pub emitter: Option<EmitterBuild>,
+    /// The dead-letter target's type name.
+    pub dead_letter_type: String,
+    /// Builds the dead-letter target (taken by `run`).
+    pub dead_letter: Option<DeadLetterBuild>,
+    /// Batching, retries, bounds.
+    pub settings: PipelineSettings,
+    /// The checkpoint store.
+    pub checkpoint: CheckpointSpec,
+    /// Bound on a graceful shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// A validated configuration file.
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Directory for local state.
+    pub state_dir: PathBuf,
+    /// The pipelines by name.
+    pub pipelines: BTreeMap<String, PipelineSpec>,
+}
+
+impl Config {
+    /// Loads and validates `path`, interpolating `${ENV}` from the process environment.
+    pub fn load(path: &Path, registry: &Registry) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, registry, &|name| std::env::var(name).ok())
+    }
+
+    /// Loads and validates `path` with a given environment.
+    pub fn load_with_env(
+        path: &Path,
+        registry: &Registry,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            pipeline: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&file, &text, registry, env).map(|mut c| {
+            c.path = path.to_path_buf();
+            c
+        })
+    }
+
+    /// Validates configuration text; `file` names it in errors.
+    pub fn parse(
+        file: &str,
+        text: &str,
+        registry: &Registry,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let err = |pipeline: Option<&str>, key: Option<String>, message: String| ConfigError {
+            file: file.to_owned(),
+            pipeline: pipeline.map(str::to_owned),
+            key,
+            message,
+        };
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            err(
+                None,
+                None,
+                format!("invalid TOML: {}", e.to_string().trim()),
+            )
+        })?;
+        let mut root = toml::Value::Table(table);
+        expand_tree(&mut root, "", env).map_err(|(key, msg)| {
+            // key is e.g. pipelines.p.emitter.password: attribute it to its pipeline
+            match key
+                .strip_prefix("pipelines.")
+                .and_then(|k| k.split_once('.'))
+            {
+                Some((p, k)) => err(Some(p), Some(k.to_owned()), msg),
+                None => err(None, Some(key), msg),
+            }
+        })?;
+        let parsed: FileToml = crate::registry::parse_options(root).map_err(|e| match e.key {
+            Some(k) => match k.strip_prefix("pipelines.").and_then(|k| k.split_once('.')) {
+                Some((p, k)) => err(Some(p), Some(k.to_owned()), e.message),
+                None => err(None, Some(k), e.message),
+            },
+            None => err(None, None, e.message),
+        })?;
+        if parsed.pipelines.is_empty() {
+            return Err(err(
+                None,
+                Some("pipelines".into()),
+                "no pipelines defined; add a [pipelines.NAME] table".into(),
+            ));
+        }
+        let state_dir = parsed
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let mut pipelines = BTreeMap::new();
+        for (name, value) in parsed.pipelines {
+            let spec = validate_pipeline(&name, value, &state_dir, registry, env)
+                .map_err(|(key, message)| err(Some(&name), key, message))?;
+            pipelines.insert(name, spec);
+        }
+        Ok(Self {
+            path: PathBuf::from(file),
+            state_dir,
+            pipelines,
+        })
+    }
+}
+
+type Invalid = (Option<String>, String);
+
+fn at(key: &str, message: impl Into<String>) -> Invalid {
+    (Some(key.to_owned()), message.into())
+}
+
+fn stage_error(prefix: &str, e: StageError) -> Invalid {
+    let key = match e.key {
+        Some(k) => format!("{prefix}.{k}"),
+        None => prefix.to_owned(),
+    };
+    (Some(key), e.message)
+}
+
+fn validate_pipeline(
+    name: &str,
+    value: toml::Value,
+    state_dir: &Path,
+    registry: &Registry,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PipelineSpec, Invalid> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err((
+            None,
+            format!("invalid pipeline name {name:?}: use letters, digits, '-' and '_'"),
+        ));
+    }
+    let p: PipelineToml = crate::registry::parse_options(value).map_err(|e| (e.key, e.message))?;
+    let source = validate_source(p.source, env)?;
+    let ctx = StageContext {
+        pipeline: name.to_owned(),
+        state_dir: state_dir.to_path_buf(),
+        region: source.region.clone(),
+    };
+
+    let transformer_table = p.transformer.unwrap_or_else(|| {
+        let mut t = toml::Table::new();
+        t.insert("type".into(), toml::Value::String("raw".into()));
+        t
+    });
+    let transformer_type = transformer_table
+        .get("type")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let transformer = registry
+        .build_transformer(&ctx, transformer_table)
+        .map_err(|e| stage_error("transformer", e))?;
+    let filters = p
+        .filters
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            registry
+                .build_filter(&ctx, t)
+                .map_err(|e| stage_error(&format!("filters[{i}]"), e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (emitter_type, emitter) = registry
+        .prepare_emitter(&ctx, p.emitter)
+        .map_err(|e| stage_error("emitter", e))?;
+    let dead_letter_table = p.dead_letter.unwrap_or_else(|| {
+        let mut t = toml::Table::new();
+        t.insert("type".into(), toml::Value::String("file".into()));
+        let path = state_dir.join(format!("{name}.dead-letter.jsonl"));
+        t.insert(
+            "path".into(),
+            toml::Value::String(path.display().to_string()),
+        );
+        t
+    });
+    let (dead_letter_type, dead_letter) = registry
+        .prepare_dead_letter(&ctx, dead_letter_table)
+        .map_err(|e| stage_error("dead_letter", e))?;
+
+    let b = p.buffer;
+    let max_records = positive(
+        b.max_records,
+        DEFAULT_MAX_RECORDS as i64,
+        "buffer.max_records",
+    )? as usize;
+    let max_bytes = b.max_bytes.map_or(DEFAULT_MAX_BYTES as u64, |s| s.0);
+    if max_bytes == 0 {
+        return Err(at("buffer.max_bytes", "must be at least 1 byte"));
+    }
+    let max_age = b.max_age.map_or(DEFAULT_MAX_AGE, |d| d.0);
+    if max_age.is_zero() {
+        return Err(at("buffer.max_age", "must be longer than 0s"));
+    }
+    let retry = validate_retry(p.retry)?;
+    let d = p.delivery;
+    let max_buffered_bytes = d
+        .max_buffered_bytes
+        .map_or(DEFAULT_MAX_BUFFERED_BYTES as u64, |s| s.0);
+    if max_buffered_bytes < max_bytes {
+        return Err(at(
+            "delivery.max_buffered_bytes",
+            format!("must be at least buffer.max_bytes ({max_bytes} bytes)"),
+        ));
+    }
+    let settings = PipelineSettings {
+        buffer: BufferLimits {
+            max_records,
+            max_bytes: max_bytes as usize,
+            max_age,
+        },
+        retry,
+        max_in_flight: positive(
+            d.max_in_flight,
+            DEFAULT_MAX_IN_FLIGHT as i64,
+            "delivery.max_in_flight",
+        )? as usize,
+        max_queued_batches: positive(
+            d.max_queued_batches,
+            DEFAULT_MAX_QUEUED_BATCHES as i64,
+            "delivery.max_queued_batches",
+        )? as usize,
+        max_buffered_bytes: max_buffered_bytes as usize,
+        batch_across_shards: b.batch_across_shards.unwrap_or(false),
+        ..PipelineSettings::default()
+    };
+    let checkpoint = match p.checkpoint {
+        None => CheckpointSpec::File {
+            path: state_dir.join(format!("{name}.checkpoints.json")),
+        },
+        Some(c) if c.kind == "file" => CheckpointSpec::File {
+            path: c
+                .path
+                .unwrap_or_else(|| state_dir.join(format!("{name}.checkpoints.json"))),
+        },
+        Some(c) => {
+            return Err(at(
+                "checkpoint.type",
+                format!("unknown checkpoint store {:?}; one of: file", c.kind),
+            ));
+        }
+    };
+    let shutdown_timeout = p.shutdown_timeout.map_or(DEFAULT_SHUTDOWN_TIMEOUT, |d| d.0);
+    if shutdown_timeout.is_zero() {
+        return Err(at("shutdown_timeout", "must be longer than 0s"));
+    }
+    Ok(PipelineSpec {
+        name: name.to_owned(),
+        description: p.description,
+        source,
+        transformer_type,
+        transformer,
+        filters,
+        emitter_type,
+        emitter: Some(emitter),
+        dead_letter_type,
+        dead_letter: Some(dead_letter),
+        settings,
+        checkpoint,
+        shutdown_timeout,
+    })
+}
+
+fn positive(v: Option<i64>, default: i64, key: &str) -> Result<i64, Invalid> {
+    match v {
+        None => Ok(default),
+        Some(n) if n >= 1 => Ok(n),
+        Some(n) => Err(at(key, format!("must be at least 1, got {n}"))),
+    }
+}
+
+fn validate_retry(r: RetryToml) -> Result<RetryPolicy, Invalid> {
+    let default = RetryPolicy::default();
+    let base_delay = r.base_delay.map_or(default.base_delay, |d| d.0);
+    let max_delay = r.max_delay.map_or(default.max_delay, |d| d.0);
+    if base_delay.is_zero() {
+        return Err(at("retry.base_delay", "must be longer than 0s"));
+    }
+    if max_delay < base_delay {
+        return Err(at(
+            "retry.max_delay",
+            "must not be shorter than retry.base_delay",
+        ));
+    }
+    let max_attempts = match r.max_attempts {
+        None => None,
+        Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => Some(n as u32),
+        Some(n) => {
+            return Err(at(
+                "retry.max_attempts",
+                format!("must be at least 1 (omit it to retry without limit), got {n}"),
+            ));
+        }
+    };
+    Ok(RetryPolicy {
+        base_delay,
+        max_delay,
+        max_attempts,
+    })
+}
+
+fn validate_source(
+    s: SourceToml,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SourceSpec, Invalid> {
+    let stream_ok = !s.stream.is_empty()
+        && s.stream.len() <= 128
+        && s.stream
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !stream_ok {
+        return Err(at(
+            "source.stream",
+            format!(
+                "invalid stream name {:?}: 1-128 letters, digits, '_', '.', '-'",
+                s.stream
+            ),
+        ));
+    }
+    let region = s
+        .region
+        .or_else(|| env("AWS_REGION"))
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| DEFAULT_REGION.to_owned());
+    if region.is_empty()
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(at("source.region", format!("invalid region {region:?}")));
+    }
+    let endpoint = match s.endpoint {
+        Some(e) if e.is_empty() => None,
+        Some(e) if e.starts_with("http://") || e.starts_with("https://") => Some(e),
+        Some(e) => {
+            return Err(at(
+                "source.endpoint",
+                format!("invalid endpoint {e:?}: expected an http:// or https:// URL"),
+            ));
+        }
+        None => None,
+    };
+    let initial_position = match s.start_position {
+        None => InitialPosition::TrimHorizon,
+        Some(v) => start_position(v)?,
+    };
+    match s.reader.as_deref() {
+        None | Some("polling") => {}
+        Some(other) => {
+            return Err(at(
+                "source.reader",
+                format!("unknown reader {other:?}; one of: polling"),
+            ));
+        }
+    }
+    let max_records = match s.max_records_per_call {
+        None => api::GET_RECORDS_MAX_LIMIT,
+        Some(n) if (1..=i64::from(api::GET_RECORDS_MAX_LIMIT)).contains(&n) => n as i32,
+        Some(n) => {
+            return Err(at(
+                "source.max_records_per_call",
+                format!("must be 1..=10000 (the GetRecords limit), got {n}"),
+            ));
+        }
+    };
+    let min_interval = Duration::from_secs(1) / api::GET_RECORDS_PER_SHARD_PER_SECOND;
+    let poll_interval = s.poll_interval.map_or(DEFAULT_POLL_INTERVAL, |d| d.0);
+    if poll_interval < min_interval {
+        return Err(at(
+            "source.poll_interval",
+            format!(
+                "must be at least {min_interval:?}: Kinesis allows 5 GetRecords calls per shard per second"
+            ),
+        ));
+    }
+    let idle_poll_interval = s
+        .idle_poll_interval
+        .map_or(DEFAULT_IDLE_POLL_INTERVAL.max(poll_interval), |d| d.0);
+    if idle_poll_interval < poll_interval {
+        return Err(at(
+            "source.idle_poll_interval",
+            "must not be shorter than source.poll_interval",
+        ));
+    }
+    let shard_sync_interval = s
+        .shard_sync_interval
+        .map_or(DEFAULT_SHARD_SYNC_INTERVAL, |d| d.0);
+    if shard_sync_interval < Duration::from_secs(1) {
+        return Err(at("source.shard_sync_interval", "must be at least 1s"));
+    }
+    Ok(SourceSpec {
+        stream: s.stream,
+        region,
+        endpoint,
+        initial_position,
+        reader: ReaderSettings {
+            max_records,
+            poll_interval,
+            idle_poll_interval,
+            ..ReaderSettings::default()
+        },
+        shard_sync_interval,
+    })
+}
+
+const START_HELP: &str = "use \"trim_horizon\", \"latest\", { at_timestamp = \"2026-01-01T00:00:00Z\" }, { at_sequence = { SHARD = \"SEQ\" } } or { after_sequence = { SHARD = \"SEQ\" } }";
+
+fn start_position(v: toml::Value) -> Result<InitialPosition, Invalid> {
+    let key = "source.start_position";
+    match v {
+        toml::Value::String(s) => match s.as_str() {
+            "trim_horizon" => Ok(InitialPosition::TrimHorizon),
+            "latest" => Ok(InitialPosition::Latest),
+            other => Err(at(
+                key,
+                format!("unknown start position {other:?}; {START_HELP}"),
+            )),
+        },
+        toml::Value::Table(t) if t.len() == 1 => {
+            let (k, v) = t.into_iter().next().ok_or_else(|| at(key, START_HELP))?;
+            let sub = format!("{key}.{k}");
+            match k.as_str() {
+                "at_timestamp" => {
+                    let text = match v {
+                        toml::Value::String(s) => s,
+                        toml::Value::Datetime(d) => d.to_string(),
+                        _ => {
+                            return Err(at(
+                                &sub,
+                                "expected an RFC 3339 time such as \"2026-01-01T00:00:00Z\"",
+                            ));
+                        }
+                    };
+                    DateTime::parse_from_rfc3339(&text)
+                        .map(|t| InitialPosition::AtTimestamp(t.with_timezone(&Utc)))
+                        .map_err(|e| at(&sub, format!("invalid time {text:?}: {e}")))
+                }
+                "at_sequence" | "after_sequence" => {
+                    let toml::Value::Table(map) = v else {
+                        return Err(at(&sub, "expected a table of shard id = sequence number"));
+                    };
+                    let mut out = BTreeMap::new();
+                    for (shard, seq) in map {
+                        let text = seq.as_str().ok_or_else(|| {
+                            at(
+                                &format!("{sub}.{shard}"),
+                                "expected a sequence number string",
+                            )
+                        })?;
+                        let seq = SequenceNumber::new(text)
+                            .map_err(|e| at(&format!("{sub}.{shard}"), e.to_string()))?;
+                        out.insert(shard, seq);
+                    }
+                    Ok(if k == "at_sequence" {
+                        InitialPosition::AtSequence(out)
+                    } else {
+                        InitialPosition::AfterSequence(out)
+                    })
+                }
+                other => Err(at(
+                    &format!("{key}.{other}"),
+                    format!("unknown start position; {START_HELP}"),
+                )),
+            }
+        }
+        _ => Err(at(key, START_HELP)),
+    }
+}

@@ -1,0 +1,123 @@
+//! `kinesis-connector run`: one pipeline, from its stream to its sink, until stopped.
+
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use kinesis_connectors_consumer::{
+    CheckpointStore, FileCheckpointStore, PipelineProcessorFactory, Worker, WorkerSettings, api,
+};
+use kinesis_connectors_core::{MetricsSnapshot, Pipeline};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CheckpointSpec, PipelineSpec};
+
+/// How `run` behaves.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// End once every shard is at its tip (or ended) and everything read is delivered.
+    pub until_tip: bool,
+}
+
+/// Runs `spec` until `cancel` fires (or the tip is reached with `until_tip`), then stops fetching,
+/// delivers what was read, writes the last checkpoints and returns the pipeline's counters.
+pub async fn run_pipeline(
+    mut spec: PipelineSpec,
+    options: RunOptions,
+    cancel: CancellationToken,
+) -> anyhow::Result<MetricsSnapshot> {
+    let name = spec.name.clone();
+    let emitter = spec
+        .emitter
+        .take()
+        .ok_or_else(|| anyhow!("pipeline {name:?}: emitter already built"))?
+        .await
+        .with_context(|| {
+            format!(
+                "pipeline {name:?}: cannot build emitter {:?}",
+                spec.emitter_type
+            )
+        })?;
+    emitter.check().await.map_err(|e| {
+        anyhow!(
+            "pipeline {name:?}: emitter {:?} is not ready: {e}",
+            spec.emitter_type
+        )
+    })?;
+    let dead_letter = spec
+        .dead_letter
+        .take()
+        .ok_or_else(|| anyhow!("pipeline {name:?}: dead-letter target already built"))?
+        .await
+        .with_context(|| {
+            format!(
+                "pipeline {name:?}: cannot build dead-letter target {:?}",
+                spec.dead_letter_type
+            )
+        })?;
+    let store: Arc<dyn CheckpointStore> = match &spec.checkpoint {
+        CheckpointSpec::File { path } => Arc::new(
+            FileCheckpointStore::open(path, &spec.source.stream)
+                .with_context(|| format!("pipeline {name:?}"))?,
+        ),
+    };
+
+    let mut pipeline = Pipeline::new(
+        name.as_str(),
+        spec.transformer.clone(),
+        emitter,
+        dead_letter.clone(),
+    )
+    .settings(spec.settings.clone());
+    for f in &spec.filters {
+        pipeline = pipeline.filter(f.clone());
+    }
+    let (handle, running) = pipeline.start();
+    let mut pipeline_task = tokio::spawn(running.wait());
+
+    let client = api::client(&spec.source.region, spec.source.endpoint.as_deref()).await;
+    let worker = Worker::new(
+        client,
+        WorkerSettings {
+            stream: spec.source.stream.clone(),
+            initial_position: spec.source.initial_position.clone(),
+            reader: spec.source.reader.clone(),
+            shard_sync_interval: spec.source.shard_sync_interval,
+            until_tip: options.until_tip,
+        },
+        store.clone(),
+        Arc::new(PipelineProcessorFactory::new(handle.clone())),
+    );
+    tracing::info!(
+        pipeline = %name, stream = %spec.source.stream, emitter = %spec.emitter_type,
+        checkpoints = %store.describe(), dead_letter = %dead_letter.describe(),
+        "pipeline started"
+    );
+    let worker_cancel = cancel.child_token();
+    let worker_result = tokio::select! {
+        r = worker.run(worker_cancel.clone()) => r,
+        ended = &mut pipeline_task => {
+            worker_cancel.cancel();
+            return match ended {
+                Ok(Ok(_)) => Err(anyhow!("pipeline {name:?} stopped unexpectedly")),
+                Ok(Err(e)) => Err(anyhow!("pipeline {name:?} failed: {e}")),
+                Err(e) => Err(anyhow!("pipeline {name:?} failed: {e}")),
+            };
+        }
+    };
+    drop(worker);
+    let _ = handle.shutdown().await;
+    drop(handle);
+    let metrics = match pipeline_task.await {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => return Err(anyhow!("pipeline {name:?} failed: {e}")),
+        Err(e) => return Err(anyhow!("pipeline {name:?} failed: {e}")),
+    };
+    worker_result.with_context(|| format!("pipeline {name:?}"))?;
+    tracing::info!(
+        pipeline = %name,
+        records = metrics.records_in, emitted = metrics.items_emitted, filtered = metrics.items_filtered,
+        dead_lettered = metrics.dead_lettered, retries = metrics.retries,
+        "pipeline stopped"
+    );
+    Ok(metrics)
+}

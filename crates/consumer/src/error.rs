@@ -1,0 +1,185 @@
+//! Errors of the consumer engine.
+
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+
+/// A failed Kinesis call, classified for retrying.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum KinesisError {
+    /// Throttled (`ProvisionedThroughputExceededException`, `LimitExceededException`, KMS throttling):
+    /// back off and retry.
+    #[error("{operation}: throttled: {message}")]
+    Throttled {
+        /// The API call.
+        operation: &'static str,
+        /// What the service said.
+        message: String,
+    },
+    /// The shard iterator expired (older than 5 minutes); get a new one.
+    #[error("{operation}: shard iterator expired")]
+    ExpiredIterator {
+        /// The API call.
+        operation: &'static str,
+    },
+    /// The stream (or shard, or consumer) does not exist.
+    #[error("{operation}: not found: {message}")]
+    NotFound {
+        /// The API call.
+        operation: &'static str,
+        /// What the service said.
+        message: String,
+    },
+    /// The request will never succeed (access denied, invalid argument, KMS key unusable).
+    #[error("{operation}: {code}: {message}")]
+    Permanent {
+        /// The API call.
+        operation: &'static str,
+        /// The service's error code.
+        code: String,
+        /// What the service said.
+        message: String,
+    },
+    /// A passing failure: network, timeout, 5xx, a stream being updated.
+    #[error("{operation}: {message}")]
+    Transient {
+        /// The API call.
+        operation: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl KinesisError {
+    /// Whether the call may succeed if retried (after a new iterator, for an expired one).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Throttled { .. } | Self::Transient { .. } | Self::ExpiredIterator { .. }
+        )
+    }
+
+    /// Classifies an SDK error by the service's error code.
+    pub fn from_sdk<E, R>(operation: &'static str, err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        let code = err.code().map(str::to_owned);
+        let message = err
+            .message()
+            .map(str::to_owned)
+            .unwrap_or_else(|| error_chain(&err));
+        match code.as_deref() {
+            Some(
+                "ProvisionedThroughputExceededException"
+                | "LimitExceededException"
+                | "KMSThrottlingException"
+                | "ThrottlingException"
+                | "Throttling"
+                | "TooManyRequestsException",
+            ) => Self::Throttled { operation, message },
+            Some("ExpiredIteratorException") => Self::ExpiredIterator { operation },
+            Some("ResourceNotFoundException") => Self::NotFound { operation, message },
+            Some(
+                c @ ("AccessDeniedException"
+                | "InvalidArgumentException"
+                | "ValidationException"
+                | "KMSAccessDeniedException"
+                | "KMSDisabledException"
+                | "KMSNotFoundException"
+                | "KMSOptInRequired"
+                | "KMSInvalidStateException"
+                | "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "MissingAuthenticationTokenException"
+                | "ResourceInUseException.Permanent"),
+            ) => Self::Permanent {
+                operation,
+                code: c.to_owned(),
+                message,
+            },
+            _ => Self::Transient { operation, message },
+        }
+    }
+}
+
+/// Every `source()` of an error, joined: SDK dispatch errors hide the useful part deep in the chain.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Why the consumer engine stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// A Kinesis call failed for good.
+    #[error(transparent)]
+    Kinesis(#[from] KinesisError),
+    /// The checkpoint store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A record processor failed.
+    #[error("record processor for {shard}: {message}")]
+    Processor {
+        /// The shard.
+        shard: String,
+        /// The processor's error.
+        message: String,
+    },
+    /// Kinesis returned data the engine cannot use (e.g. a malformed sequence number).
+    #[error("unexpected response: {0}")]
+    Protocol(String),
+}
+
+/// A checkpoint store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing the store's file failed.
+    #[error("checkpoint file {path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Another process holds the embedded store.
+    #[error(
+        "checkpoint file {path} is in use by another process (the embedded store serves one process; use the DynamoDB lease table to run several)"
+    )]
+    Locked {
+        /// The file.
+        path: String,
+    },
+    /// The store belongs to another stream.
+    #[error("checkpoint file {path} belongs to stream {found:?}, not {expected:?}")]
+    WrongStream {
+        /// The file.
+        path: String,
+        /// The stream in the file.
+        found: String,
+        /// The stream configured.
+        expected: String,
+    },
+    /// A checkpoint was refused (it would move backwards, or the shard has ended).
+    #[error("checkpoint of {shard} refused: {message}")]
+    Rejected {
+        /// The shard.
+        shard: String,
+        /// Why.
+        message: String,
+    },
+    /// The lease is held by another worker.
+    #[error("lease of {shard} is held by another worker")]
+    LeaseLost {
+        /// The shard.
+        shard: String,
+    },
+}

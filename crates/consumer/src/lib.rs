@@ -1,0 +1,36 @@
+//! The Kinesis consumer engine of kinesis-connectors.
+//!
+//! * [`Worker`] discovers a stream's shards, reads each with the polling reader ([`reader`]), respects
+//!   parent-before-child order across resharding, and drives one [`ShardRecordProcessor`] per shard.
+//! * [`CheckpointStore`] keeps per-shard progress; [`FileCheckpointStore`] is the embedded default.
+//! * [`PipelineProcessorFactory`] connects a core [`Pipeline`](kinesis_connectors_core::Pipeline) to the
+//!   worker: the connector binary is exactly this.
+//! * [`StreamClient`] is the high-level stream API (list, describe, create, put, batched put).
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod api;
+mod client;
+mod error;
+mod pipeline_processor;
+mod position;
+mod processor;
+pub mod reader;
+mod shard;
+mod store;
+mod worker;
+
+pub use client::{PutEntry, PutResult, StreamClient, StreamDescription};
+pub use error::{ConsumerError, KinesisError, StoreError};
+pub use pipeline_processor::PipelineProcessorFactory;
+pub use position::{Checkpoint, InitialPosition};
+pub use processor::{
+    Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, ShardRecordProcessor,
+    ShardRecordProcessorFactory, ShutdownReason,
+};
+pub use reader::{ReadOutcome, ReaderSettings};
+pub use shard::{ShardInfo, leaf_shards, parents_first};
+pub use store::{CheckpointStore, FileCheckpointStore, ShardState};
+pub use worker::{DEFAULT_SHARD_SYNC_INTERVAL, Worker, WorkerSettings};
+
+/// The Kinesis SDK client type the engine uses.
+pub use aws_sdk_kinesis::Client as KinesisClient;

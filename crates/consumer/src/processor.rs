@@ -1,0 +1,145 @@
+//! The KCL-style record-processor API: a factory makes one processor per shard; the engine calls
+//! `initialize`, then `process_records` for each page read, then `shutdown` with the reason.
+//!
+//! | KCL (Java)                          | here                                          |
+//! |-------------------------------------|-----------------------------------------------|
+//! | `ShardRecordProcessorFactory`       | [`ShardRecordProcessorFactory`]               |
+//! | `initialize(InitializationInput)`   | [`ShardRecordProcessor::initialize`]          |
+//! | `processRecords(ProcessRecordsInput)` | [`ShardRecordProcessor::process_records`]   |
+//! | `shardEnded` / `leaseLost` / `shutdownRequested` | [`ShardRecordProcessor::shutdown`] with a [`ShutdownReason`] |
+//! | `RecordProcessorCheckpointer`       | [`Checkpointer`] (cloneable: checkpoint later, from any task) |
+//!
+//! At [`ShutdownReason::ShardEnd`] the processor must call [`Checkpointer::checkpoint_shard_end`] once
+//! everything it was given is delivered; until then the shard's children are not read.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kinesis_connectors_core::{CheckpointError, Position, Record, ShardCheckpointer, ShardId};
+
+use crate::error::StoreError;
+use crate::position::Checkpoint;
+use crate::store::CheckpointStore;
+
+/// An error a processor returns; the engine logs it and stops the shard (and the worker).
+pub type ProcessorError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a processor learns when its shard starts.
+#[derive(Clone, Debug)]
+pub struct InitializationInput {
+    /// The shard.
+    pub shard_id: ShardId,
+    /// Where reading resumes.
+    pub checkpoint: Checkpoint,
+}
+
+/// One page of records.
+#[derive(Debug)]
+pub struct ProcessRecordsInput {
+    /// The records, in shard order.
+    pub records: Vec<Record>,
+    /// How far behind the tip of the shard this page ends, if Kinesis said.
+    pub millis_behind_latest: Option<i64>,
+}
+
+/// Why a processor is shut down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownReason {
+    /// The shard was read to its end (it was split or merged). Checkpoint SHARD_END when done.
+    ShardEnd,
+    /// Another worker took the lease: stop at once, do not checkpoint.
+    LeaseLost,
+    /// The worker is shutting down (or a bounded read reached the tip): deliver and checkpoint.
+    Requested,
+}
+
+/// Processes the records of one shard.
+#[async_trait]
+pub trait ShardRecordProcessor: Send {
+    /// Called once before any records.
+    async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError>;
+
+    /// Called with each page of records, in order. Awaiting here is backpressure: the shard is not read
+    /// further until this returns.
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &Checkpointer,
+    ) -> Result<(), ProcessorError>;
+
+    /// Called once at the end.
+    async fn shutdown(
+        &mut self,
+        reason: ShutdownReason,
+        checkpointer: &Checkpointer,
+    ) -> Result<(), ProcessorError>;
+}
+
+/// Makes one processor per shard.
+pub trait ShardRecordProcessorFactory: Send + Sync {
+    /// A fresh processor.
+    fn create_processor(&self) -> Box<dyn ShardRecordProcessor>;
+}
+
+/// Records a shard's progress in the checkpoint store. Cloneable; checkpoints only move forward.
+#[derive(Clone)]
+pub struct Checkpointer {
+    store: Arc<dyn CheckpointStore>,
+    shard: ShardId,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer")
+            .field("shard", &self.shard)
+            .finish()
+    }
+}
+
+impl Checkpointer {
+    /// A checkpointer of `shard` in `store`.
+    pub fn new(store: Arc<dyn CheckpointStore>, shard: ShardId) -> Self {
+        Self { store, shard }
+    }
+
+    /// The shard.
+    pub fn shard_id(&self) -> &ShardId {
+        &self.shard
+    }
+
+    /// Records that everything up to and including `position` is delivered.
+    pub async fn checkpoint(&self, position: &Position) -> Result<(), StoreError> {
+        self.store
+            .checkpoint(
+                &self.shard,
+                Checkpoint::Sequence {
+                    position: position.clone(),
+                },
+            )
+            .await
+    }
+
+    /// Records that the shard was read to its end and everything in it delivered.
+    pub async fn checkpoint_shard_end(&self) -> Result<(), StoreError> {
+        self.store
+            .checkpoint(&self.shard, Checkpoint::ShardEnd)
+            .await
+    }
+}
+
+#[async_trait]
+impl ShardCheckpointer for Checkpointer {
+    async fn checkpoint(&self, position: &Position) -> Result<(), CheckpointError> {
+        Checkpointer::checkpoint(self, position)
+            .await
+            .map_err(|e| match e {
+                StoreError::LeaseLost { .. } => CheckpointError::LeaseLost(e.to_string()),
+                StoreError::Rejected { .. } | StoreError::WrongStream { .. } => {
+                    CheckpointError::Rejected(e.to_string())
+                }
+                StoreError::Io { .. } | StoreError::Locked { .. } => {
+                    CheckpointError::Transient(e.to_string())
+                }
+            })
+    }
+}

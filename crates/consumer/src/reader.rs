@@ -1,0 +1,199 @@
+//! The polling reader: `GetRecords` in a loop for one shard, within the service's limits.
+//!
+//! * At most one call per `poll_interval` (default 200 ms: the 5 calls/s per shard limit), and one per
+//!   `idle_poll_interval` after an empty page, so idle shards cost little.
+//! * Throttling and transient errors back off with the retry policy's jittered delays.
+//! * An expired iterator (a processor that blocked for over 5 minutes) is replaced by one after the last
+//!   record handed to the processor.
+//! * A page without a next iterator is the shard's end.
+//! * Handing a page to the processor is awaited: a full pipeline stops the reading (backpressure).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use kinesis_connectors_core::{RetryPolicy, SequenceNumber, ShardId};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, GET_RECORDS_MAX_LIMIT, IteratorStart};
+use crate::error::{ConsumerError, KinesisError};
+use crate::position::Checkpoint;
+use crate::processor::{Checkpointer, ProcessRecordsInput, ShardRecordProcessor};
+
+/// Default time between `GetRecords` calls of one shard (5 calls/s).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Default wait after an empty page.
+pub const DEFAULT_IDLE_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How a shard is polled.
+#[derive(Clone, Debug)]
+pub struct ReaderSettings {
+    /// Records per `GetRecords` call (1..=10,000).
+    pub max_records: i32,
+    /// Least time between two calls.
+    pub poll_interval: Duration,
+    /// Time between calls after an empty page.
+    pub idle_poll_interval: Duration,
+    /// Backoff for throttling and transient errors.
+    pub retry: RetryPolicy,
+}
+
+impl Default for ReaderSettings {
+    fn default() -> Self {
+        Self {
+            max_records: GET_RECORDS_MAX_LIMIT,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            idle_poll_interval: DEFAULT_IDLE_POLL_INTERVAL,
+            retry: RetryPolicy {
+                base_delay: Duration::from_millis(200),
+                max_delay: Duration::from_secs(10),
+                max_attempts: None,
+            },
+        }
+    }
+}
+
+/// How reading a shard ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// The shard is closed and was read to its end.
+    ShardEnd,
+    /// An empty page with nothing behind it (only when reading until the tip).
+    AtTip,
+    /// The worker is stopping.
+    Cancelled,
+}
+
+/// Where an iterator starts for a stored checkpoint; `None` for a shard already ended.
+pub fn iterator_start(checkpoint: &Checkpoint) -> Option<IteratorStart> {
+    Some(match checkpoint {
+        Checkpoint::TrimHorizon => IteratorStart::TrimHorizon,
+        Checkpoint::Latest => IteratorStart::Latest,
+        Checkpoint::AtTimestamp { timestamp } => IteratorStart::AtTimestamp(*timestamp),
+        Checkpoint::AtSequence { sequence } => IteratorStart::AtSequence(sequence.clone()),
+        Checkpoint::Sequence { position } => {
+            IteratorStart::AfterSequence(position.sequence.clone())
+        }
+        Checkpoint::ShardEnd => return None,
+    })
+}
+
+/// Everything a shard reader needs.
+pub(crate) struct ShardReader<'a> {
+    pub(crate) client: &'a Client,
+    pub(crate) stream: &'a Arc<str>,
+    pub(crate) shard: &'a ShardId,
+    pub(crate) settings: &'a ReaderSettings,
+    pub(crate) until_tip: bool,
+    pub(crate) cancel: &'a CancellationToken,
+}
+
+impl ShardReader<'_> {
+    async fn iterator(&self, start: &IteratorStart) -> Result<Option<String>, KinesisError> {
+        let call = || api::get_shard_iterator(self.client, self.stream, self.shard, start);
+        match api::with_retry(&self.settings.retry, self.cancel, "GetShardIterator", call).await {
+            Ok(it) => Ok(Some(it)),
+            Err(_) if self.cancel.is_cancelled() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads the shard from `checkpoint`, handing every page to `processor`.
+    pub(crate) async fn run(
+        &self,
+        checkpoint: &Checkpoint,
+        processor: &mut dyn ShardRecordProcessor,
+        checkpointer: &Checkpointer,
+    ) -> Result<ReadOutcome, ConsumerError> {
+        let Some(first) = iterator_start(checkpoint) else {
+            return Ok(ReadOutcome::ShardEnd);
+        };
+        let Some(mut iterator) = self.iterator(&first).await? else {
+            return Ok(ReadOutcome::Cancelled);
+        };
+        let mut last_read: Option<SequenceNumber> = None;
+        let mut next_call = Instant::now();
+        let mut failures: u32 = 0;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(next_call) => {}
+                () = self.cancel.cancelled() => return Ok(ReadOutcome::Cancelled),
+            }
+            let called_at = Instant::now();
+            let page = match api::get_records(
+                self.client,
+                &iterator,
+                self.settings.max_records,
+                self.stream,
+                self.shard,
+            )
+            .await
+            {
+                Ok(page) => {
+                    failures = 0;
+                    page
+                }
+                Err(KinesisError::ExpiredIterator { .. }) => {
+                    let start = match &last_read {
+                        Some(seq) => IteratorStart::AfterSequence(seq.clone()),
+                        None => first.clone(),
+                    };
+                    tracing::info!(shard = %self.shard, "shard iterator expired; getting a new one");
+                    match self.iterator(&start).await? {
+                        Some(it) => iterator = it,
+                        None => return Ok(ReadOutcome::Cancelled),
+                    }
+                    next_call = called_at + self.settings.poll_interval;
+                    continue;
+                }
+                Err(e) if e.is_retryable() => {
+                    let wait = self
+                        .settings
+                        .retry
+                        .delay(failures, None)
+                        .max(self.settings.poll_interval);
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(shard = %self.shard, error = %e, wait_ms = wait.as_millis() as u64, "GetRecords failed; backing off");
+                    next_call = Instant::now() + wait;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let empty = page.records.is_empty();
+            let at_tip = empty && page.millis_behind_latest.unwrap_or(0) == 0;
+            if let Some(last) = page.records.last() {
+                last_read = Some(last.position.sequence.clone());
+            }
+            if !empty {
+                let input = ProcessRecordsInput {
+                    records: page.records,
+                    millis_behind_latest: page.millis_behind_latest,
+                };
+                tokio::select! {
+                    r = processor.process_records(input, checkpointer) => r.map_err(|e| ConsumerError::Processor {
+                        shard: self.shard.to_string(),
+                        message: e.to_string(),
+                    })?,
+                    () = self.cancel.cancelled() => return Ok(ReadOutcome::Cancelled),
+                }
+            }
+            match page.next_iterator {
+                None => {
+                    tracing::info!(shard = %self.shard, children = ?page.child_shards, "shard end reached");
+                    return Ok(ReadOutcome::ShardEnd);
+                }
+                Some(next) => iterator = next,
+            }
+            if at_tip && self.until_tip {
+                return Ok(ReadOutcome::AtTip);
+            }
+            let interval = if empty {
+                self.settings.idle_poll_interval
+            } else {
+                self.settings.poll_interval
+            };
+            next_call = called_at + interval;
+        }
+    }
+}
