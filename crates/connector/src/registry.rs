@@ -74,16 +74,9 @@ pub fn parse_options<C: DeserializeOwned>(value: toml::Value) -> Result<C, Stage
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        // serde reports unknown keys as "unknown field `x`, expected ..."; point at the key itself.
-        let key = match inner
-            .strip_prefix("unknown field `")
-            .and_then(|r| r.split('`').next())
-        {
-            Some(field) if path == "." => Some(field.to_owned()),
-            Some(field) => Some(format!("{path}.{field}")),
-            None if path == "." => None,
-            None => Some(path),
-        };
+        // The path already ends at the offending key (unknown keys included); toml adds context lines.
+        let key = (path != ".").then_some(path);
+        let inner = inner.lines().next().unwrap_or_default().trim().to_owned();
         StageError {
             key,
             message: inner,

@@ -1,0 +1,235 @@
+//! `kinesis-connector check` rejects malformed configurations with exit code 2 and a message naming
+//! the file, the pipeline and the key; nothing is started.
+
+use std::process::Command;
+
+const GOOD: &str = r#"
+[pipelines.p]
+source = { stream = "clicks", region = "us-east-1" }
+transformer = { type = "json" }
+emitter = { type = "file", dir = "out" }
+"#;
+
+fn check(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("connectors.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-connector"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("KC_TEST_UNSET")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// (what is wrong, the configuration, text the error must contain)
+const MALFORMED: &[(&str, &str, &[&str])] = &[
+    (
+        "unknown top-level key",
+        "bogus = 1\n[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"null\" }",
+        &["key \"bogus\"", "unknown field"],
+    ),
+    (
+        "unknown pipeline key",
+        "[pipelines.p]\nsourc = { stream = \"s\" }\nsource = { stream = \"s\" }\nemitter = { type = \"null\" }",
+        &["pipeline \"p\"", "key \"sourc\""],
+    ),
+    (
+        "missing stream",
+        "[pipelines.p]\nsource = { region = \"us-east-1\" }\nemitter = { type = \"null\" }",
+        &["pipeline \"p\"", "key \"source\"", "missing field `stream`"],
+    ),
+    (
+        "invalid stream name",
+        "[pipelines.p]\nsource = { stream = \"no spaces\" }\nemitter = { type = \"null\" }",
+        &["key \"source.stream\""],
+    ),
+    (
+        "invalid region",
+        "[pipelines.p]\nsource = { stream = \"s\", region = \"US East\" }\nemitter = { type = \"null\" }",
+        &["key \"source.region\""],
+    ),
+    (
+        "endpoint without scheme",
+        "[pipelines.p]\nsource = { stream = \"s\", endpoint = \"localhost:4567\" }\nemitter = { type = \"null\" }",
+        &["key \"source.endpoint\""],
+    ),
+    (
+        "unknown start position",
+        "[pipelines.p]\nsource = { stream = \"s\", start_position = \"earliest\" }\nemitter = { type = \"null\" }",
+        &["key \"source.start_position\"", "earliest"],
+    ),
+    (
+        "bad timestamp",
+        "[pipelines.p]\nsource = { stream = \"s\", start_position = { at_timestamp = \"yesterday\" } }\nemitter = { type = \"null\" }",
+        &["key \"source.start_position.at_timestamp\""],
+    ),
+    (
+        "bad sequence number",
+        "[pipelines.p]\nsource = { stream = \"s\", start_position = { after_sequence = { \"shardId-000000000000\" = \"12x\" } } }\nemitter = { type = \"null\" }",
+        &["key \"source.start_position.after_sequence.shardId-000000000000\""],
+    ),
+    (
+        "over the GetRecords limit",
+        "[pipelines.p]\nsource = { stream = \"s\", max_records_per_call = 20000 }\nemitter = { type = \"null\" }",
+        &["key \"source.max_records_per_call\"", "10000"],
+    ),
+    (
+        "polling faster than 5/s",
+        "[pipelines.p]\nsource = { stream = \"s\", poll_interval = \"50ms\" }\nemitter = { type = \"null\" }",
+        &["key \"source.poll_interval\""],
+    ),
+    (
+        "unknown reader",
+        "[pipelines.p]\nsource = { stream = \"s\", reader = \"push\" }\nemitter = { type = \"null\" }",
+        &["key \"source.reader\""],
+    ),
+    (
+        "bad size unit",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nbuffer = { max_bytes = \"5XB\" }\nemitter = { type = \"null\" }",
+        &["key \"buffer.max_bytes\"", "5XB"],
+    ),
+    (
+        "bad duration",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nbuffer = { max_age = \"soon\" }\nemitter = { type = \"null\" }",
+        &["key \"buffer.max_age\"", "soon"],
+    ),
+    (
+        "zero batch size",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nbuffer = { max_records = 0 }\nemitter = { type = \"null\" }",
+        &["key \"buffer.max_records\""],
+    ),
+    (
+        "wrong type for a number",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nbuffer = { max_records = \"ten\" }\nemitter = { type = \"null\" }",
+        &["key \"buffer.max_records\""],
+    ),
+    (
+        "missing emitter",
+        "[pipelines.p]\nsource = { stream = \"s\" }",
+        &["pipeline \"p\"", "missing field `emitter`"],
+    ),
+    (
+        "emitter without type",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { dir = \"out\" }",
+        &["key \"emitter.type\"", "file"],
+    ),
+    (
+        "unknown emitter type",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"s4\" }",
+        &["key \"emitter.type\"", "s4"],
+    ),
+    (
+        "unknown emitter option",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"file\", directory = \"out\" }",
+        &["key \"emitter.directory\""],
+    ),
+    (
+        "missing emitter option",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"file\" }",
+        &["key \"emitter\"", "missing field `dir`"],
+    ),
+    (
+        "unknown transformer",
+        "[pipelines.p]\nsource = { stream = \"s\" }\ntransformer = { type = \"xml\" }\nemitter = { type = \"null\" }",
+        &["key \"transformer.type\"", "xml"],
+    ),
+    (
+        "ambiguous field filter",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nfilters = [{ type = \"field\", field = \"a\", equals = 1, exists = true }]\nemitter = { type = \"null\" }",
+        &["key \"filters[0].field\"", "exactly one"],
+    ),
+    (
+        "empty field path",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nfilters = [{ type = \"all\" }, { type = \"field\", field = \"a..b\", exists = true }]\nemitter = { type = \"null\" }",
+        &["key \"filters[1].field\""],
+    ),
+    (
+        "retry cap below base",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nretry = { base_delay = \"2s\", max_delay = \"1s\" }\nemitter = { type = \"null\" }",
+        &["key \"retry.max_delay\""],
+    ),
+    (
+        "zero attempts",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nretry = { max_attempts = 0 }\nemitter = { type = \"null\" }",
+        &["key \"retry.max_attempts\""],
+    ),
+    (
+        "unset environment variable",
+        "[pipelines.p]\nsource = { stream = \"s\", endpoint = \"${KC_TEST_UNSET}\" }\nemitter = { type = \"null\" }",
+        &[
+            "pipeline \"p\"",
+            "key \"source.endpoint\"",
+            "KC_TEST_UNSET is not set",
+        ],
+    ),
+    (
+        "unknown checkpoint store",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"null\" }\ncheckpoint = { type = \"redis\" }",
+        &["key \"checkpoint.type\"", "redis"],
+    ),
+    (
+        "unknown dead-letter target",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"null\" }\ndead_letter = { type = \"sqs\" }",
+        &["key \"dead_letter.type\"", "sqs"],
+    ),
+    (
+        "invalid pipeline name",
+        "[pipelines.\"a b\"]\nsource = { stream = \"s\" }\nemitter = { type = \"null\" }",
+        &["pipeline \"a b\"", "invalid pipeline name"],
+    ),
+    ("no pipelines", "state_dir = \"x\"", &["key \"pipelines\""]),
+    ("not TOML", "[pipelines.p\nsource = 1", &["invalid TOML"]),
+    (
+        "buffer over the memory bound",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nbuffer = { max_bytes = \"64MiB\" }\ndelivery = { max_buffered_bytes = \"1MiB\" }\nemitter = { type = \"null\" }",
+        &["key \"delivery.max_buffered_bytes\""],
+    ),
+];
+
+#[test]
+fn malformed_configurations_are_rejected_with_exit_2_naming_the_key() {
+    assert!(MALFORMED.len() >= 15);
+    for (what, text, expected) in MALFORMED {
+        let (code, stdout, stderr) = check(text);
+        assert_eq!(code, 2, "{what}: exit code {code}, stderr: {stderr}");
+        assert!(stdout.is_empty(), "{what}: printed {stdout}");
+        assert!(
+            stderr.contains("connectors.toml"),
+            "{what}: the file is not named: {stderr}"
+        );
+        for e in *expected {
+            assert!(stderr.contains(e), "{what}: {e:?} not in: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_good_configuration_passes() {
+    let (code, stdout, stderr) = check(GOOD);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("ok: pipeline p: clicks → json (0 filters) → file"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_repository_connectors_toml_passes() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../connectors.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-connector"))
+        .args(["check", "--config", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
