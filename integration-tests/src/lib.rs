@@ -1,1 +1,349 @@
-pub fn placeholder() {}
+//! Helpers for the end-to-end tests: the local stack's endpoints, streams with a ledger of what was
+//! put, the connector binary as a child process, and readers of what landed.
+//!
+//! Every test runs against the servers `integration-tests/local-stack up` started; the endpoints come
+//! from the variables it prints (`eval "$(integration-tests/local-stack env)"`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kinesis_connectors_consumer::{Checkpoint, FileCheckpointStore, PutEntry, StreamClient};
+use kinesis_connectors_core::stages::FileEmitter;
+use kinesis_connectors_core::{DeadLetterEntry, FileDeadLetter, SequenceNumber};
+use serde_json::Value;
+
+/// Endpoints of the local servers.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    /// Kinesis (ferrokinesis).
+    pub kinesis: String,
+    /// S3 (s3s-fs).
+    pub s3: String,
+    /// DynamoDB (dynalite).
+    pub dynamodb: String,
+    /// OpenSearch API (osmem-server).
+    pub opensearch: String,
+}
+
+impl Stack {
+    /// Reads the endpoints from the environment, or fails with how to start the stack.
+    pub fn from_env() -> Self {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: start the local servers with `eval \"$(integration-tests/local-stack up)\"` (or run integration-tests/run-tests)")
+            })
+        };
+        Self {
+            kinesis: var("KINESIS_ENDPOINT"),
+            s3: var("S3_ENDPOINT"),
+            dynamodb: var("DYNAMODB_ENDPOINT"),
+            opensearch: var("OPENSEARCH_ENDPOINT"),
+        }
+    }
+
+    /// A stream client on the local Kinesis.
+    pub async fn streams(&self) -> StreamClient {
+        StreamClient::connect("us-east-1", Some(&self.kinesis)).await
+    }
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}-{:04x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        rand::random::<u16>()
+    )
+}
+
+/// What was put: record id → (shard, sequence number).
+#[derive(Default, Debug, Clone)]
+pub struct Ledger {
+    /// Where each id landed.
+    pub records: BTreeMap<u64, (String, SequenceNumber)>,
+}
+
+impl Ledger {
+    /// The highest sequence number put to each shard.
+    pub fn last_per_shard(&self) -> HashMap<String, SequenceNumber> {
+        let mut last: HashMap<String, SequenceNumber> = HashMap::new();
+        for (shard, seq) in self.records.values() {
+            let e = last.entry(shard.clone()).or_insert_with(|| seq.clone());
+            if seq > e {
+                *e = seq.clone();
+            }
+        }
+        last
+    }
+}
+
+/// A JSON test record: `{"id": n, "key": "...", "n": per-key counter, "pad": "..."}`.
+pub fn test_record(id: u64, key: &str, per_key: u64) -> String {
+    format!(
+        r#"{{"id":{id},"key":"{key}","n":{per_key},"pad":"{}"}}"#,
+        "x".repeat(120)
+    )
+}
+
+/// Puts records `ids` with keys `k-{id % keys}` and returns the ledger. `bad` ids are put as invalid
+/// JSON instead.
+pub async fn put_records(
+    client: &StreamClient,
+    stream: &str,
+    ids: std::ops::Range<u64>,
+    keys: u64,
+    bad: &dyn Fn(u64) -> bool,
+) -> Ledger {
+    let entries: Vec<PutEntry> = ids
+        .clone()
+        .map(|id| {
+            let key = format!("k-{}", id % keys);
+            let text = if bad(id) {
+                format!("not json {{ id {id}")
+            } else {
+                test_record(id, &key, id / keys)
+            };
+            PutEntry {
+                data: Bytes::from(text),
+                partition_key: key,
+            }
+        })
+        .collect();
+    let results = client.put_batch(stream, entries).await.unwrap();
+    let mut ledger = Ledger::default();
+    for (id, r) in ids.zip(results) {
+        ledger.records.insert(
+            id,
+            (r.shard_id, SequenceNumber::new(r.sequence_number).unwrap()),
+        );
+    }
+    ledger
+}
+
+/// A working directory with a configuration for one pipeline.
+pub struct Workdir {
+    /// The temporary directory (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    /// A new empty working directory.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A path inside it.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes `connectors.toml` and returns its path.
+    pub fn config(&self, text: &str) -> PathBuf {
+        let p = self.path("connectors.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// The checkpoints of pipeline `p` (in `state/`), shard → checkpoint.
+    pub fn checkpoints(&self, p: &str) -> BTreeMap<String, Checkpoint> {
+        FileCheckpointStore::read_file(&self.path(&format!("state/{p}.checkpoints.json")))
+            .unwrap()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.checkpoint))
+            .collect()
+    }
+
+    /// The dead-letter entries of pipeline `p`.
+    pub fn dead_letters(&self, p: &str) -> Vec<DeadLetterEntry> {
+        FileDeadLetter::read_all(&self.path(&format!("state/{p}.dead-letter.jsonl"))).unwrap()
+    }
+}
+
+impl Default for Workdir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The connector binary under test (`kc-under-test`, which cargo builds before this package's tests,
+/// next to the `deps/` directory the test binary runs from).
+pub fn connector_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join(format!("kc-under-test{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with cargo build -p integration-tests",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `kinesis-connector run`.
+pub struct Connector {
+    child: Child,
+}
+
+impl Connector {
+    /// Starts `run --config CONFIG --pipeline P EXTRA...` in `dir`, with `env` added.
+    pub fn start(
+        dir: &Path,
+        config: &Path,
+        pipeline: &str,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Self {
+        let mut cmd = Command::new(connector_bin());
+        cmd.args(["run", "--config"])
+            .arg(config)
+            .args(["--pipeline", pipeline])
+            .args(extra)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self {
+            child: cmd.spawn().unwrap(),
+        }
+    }
+
+    /// Runs to completion (`--until-tip` runs end by themselves) and asserts success.
+    pub fn run_until_tip(dir: &Path, config: &Path, pipeline: &str, env: &[(&str, String)]) {
+        let mut c = Self::start(dir, config, pipeline, &["--until-tip"], env);
+        let status = c.wait(Duration::from_secs(120));
+        assert!(status.success(), "connector failed: {status:?}");
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (graceful shutdown).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, killing it after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                panic!("connector did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Connector {
+    fn drop(&mut self) {
+        if self.is_running() {
+            self.kill();
+        }
+    }
+}
+
+/// One line of the file emitter's `envelope` format.
+#[derive(Clone, Debug)]
+pub struct Landed {
+    /// The shard.
+    pub shard: String,
+    /// The sequence number.
+    pub sequence: SequenceNumber,
+    /// The partition key.
+    pub partition_key: String,
+    /// The JSON document.
+    pub data: Value,
+}
+
+impl Landed {
+    /// The test record's id.
+    pub fn id(&self) -> u64 {
+        self.data["id"].as_u64().unwrap()
+    }
+}
+
+/// Every envelope line written under `dir` (files in order, lines in order). Tolerates a torn last
+/// line (a process killed mid-write never acknowledged it).
+pub fn read_landed(dir: &Path) -> Vec<Landed> {
+    let Ok(files) = FileEmitter::files(dir, "out") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            out.push(Landed {
+                shard: v["shard"].as_str().unwrap().to_owned(),
+                sequence: SequenceNumber::new(v["sequence"].as_str().unwrap()).unwrap(),
+                partition_key: v["partition_key"].as_str().unwrap().to_owned(),
+                data: v["data"].clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Polls `condition` every 50 ms until it holds, failing after `timeout` with `what`.
+pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A file-emitter pipeline named `p` reading `stream`, writing envelopes to `out/` with prefix `out`,
+/// state in `state/`. `extra` is appended inside the pipeline table (TOML lines).
+pub fn file_pipeline(stream: &str, kinesis: &str, extra: &str) -> String {
+    format!(
+        r#"state_dir = "state"
+[pipelines.p]
+source = {{ stream = "{stream}", endpoint = "{kinesis}", idle_poll_interval = "200ms", shard_sync_interval = "1s" }}
+transformer = {{ type = "json" }}
+emitter = {{ type = "file", dir = "${{OUT_DIR:-out}}", prefix = "out", format = "envelope" }}
+{extra}
+"#
+    )
+}

@@ -1,6 +1,6 @@
 //! One small function per Kinesis API call the engine makes, each naming the call's limits.
 //!
-//! None of them retries: callers decide, with the one [`RetryPolicy`](kinesis_connectors_core::RetryPolicy)
+//! None of them retries: callers decide, with the one [`RetryPolicy`]
 //! (see [`with_retry`]). Errors are classified into [`KinesisError`] by the service's error code.
 
 use std::future::Future;

@@ -226,8 +226,8 @@ mod tests {
         let dl = FileDeadLetter::new(&path);
         let rec = record("shardId-1", 7, b"\x00\xffnot json");
         let e = DeadLetterEntry::new("p", &rec, FailedStage::Transform, "invalid JSON: eof");
-        dl.write(&[e.clone()]).await.unwrap();
-        dl.write(&[e.clone()]).await.unwrap();
+        dl.write(std::slice::from_ref(&e)).await.unwrap();
+        dl.write(std::slice::from_ref(&e)).await.unwrap();
         let back = FileDeadLetter::read_all(&path).unwrap();
         assert_eq!(back, vec![e.clone(), e]);
         let line = std::fs::read_to_string(&path).unwrap();

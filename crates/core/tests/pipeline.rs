@@ -1,5 +1,6 @@
 //! Behaviour of the pipeline runner with in-process emitters: retries, dead letters, checkpoints,
 //! age flushes, backpressure, shard hand-off.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -415,7 +416,7 @@ async fn cross_shard_batches_checkpoint_each_shard_and_abandoned_shards_are_drop
         "one batch held both shards"
     );
     assert_eq!(m.items_emitted, 6);
-    assert_eq!(m.items_filtered, 6 + 0);
+    assert_eq!(m.items_filtered, 6);
     assert!(
         c.positions().is_empty(),
         "an abandoned shard is never checkpointed"
