@@ -346,12 +346,12 @@ mod tests {
         let ids = |v: Vec<(String, Checkpoint)>| v.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
         assert_eq!(
             ids(ready_shards(&shards, &stored, &none, &none)),
-            ["orphan", "p1", "p2"]
+            ["p1", "p2", "orphan"]
         );
         stored.insert("p1".into(), state(Checkpoint::ShardEnd));
         assert_eq!(
             ids(ready_shards(&shards, &stored, &none, &none)),
-            ["orphan", "p2"]
+            ["p2", "orphan"]
         );
         stored.insert("p2".into(), state(Checkpoint::ShardEnd));
         let running: HashSet<String> = ["orphan".to_string()].into();
