@@ -5,6 +5,8 @@
 //! from the variables it prints (`eval "$(integration-tests/local-stack env)"`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fault_proxy;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -217,6 +219,15 @@ impl Connector {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // Quiet by default (logs go to a file in the working directory); KC_TEST_LOGS=1 shows them.
+        if std::env::var_os("KC_TEST_LOGS").is_none() {
+            static RUN: AtomicU32 = AtomicU32::new(0);
+            let log = dir.join(format!(
+                "connector-{}.log",
+                RUN.fetch_add(1, Ordering::SeqCst)
+            ));
+            cmd.stderr(std::fs::File::create(log).unwrap());
+        }
         Self {
             child: cmd.spawn().unwrap(),
         }
@@ -320,6 +331,20 @@ pub fn read_landed(dir: &Path) -> Vec<Landed> {
         }
     }
     out
+}
+
+/// Serves an extra in-process Kinesis (ferrokinesis) on a free port, for tests that need other server
+/// settings than the shared stack's (e.g. a short iterator lifetime). Returns its URL.
+pub async fn private_kinesis(options: ferrokinesis::store::StoreOptions) -> String {
+    let (app, _store) = ferrokinesis::create_app(options);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
 }
 
 /// Polls `condition` every 50 ms until it holds, failing after `timeout` with `what`.

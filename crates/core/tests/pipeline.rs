@@ -424,3 +424,67 @@ async fn cross_shard_batches_checkpoint_each_shard_and_abandoned_shards_are_drop
     let written = emitter.written.lock().unwrap().clone();
     assert!(written.iter().all(|w| w.contains("even")));
 }
+
+/// The typed API: a pipeline of your own item type, with closures for stages.
+#[tokio::test]
+async fn a_typed_pipeline_carries_its_own_item_type() {
+    use kinesis_connectors_core::{EmittedSize, FilterFn, TransformError, TransformFn};
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Click {
+        i: u64,
+        kind: String,
+    }
+    impl EmittedSize for Click {
+        fn emitted_size(&self) -> usize {
+            16 + self.kind.len()
+        }
+    }
+    #[derive(Default)]
+    struct Sum {
+        total: Mutex<u64>,
+        batches: AtomicU32,
+    }
+    #[async_trait]
+    impl Emitter<Click> for Sum {
+        async fn emit(&self, batch: &Batch<Click>) -> Result<EmitOutcome, EmitError> {
+            *self.total.lock().unwrap() += batch.items.iter().map(|e| e.item.i).sum::<u64>();
+            self.batches.fetch_add(1, Ordering::SeqCst);
+            Ok(EmitOutcome::success())
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let sum = Arc::new(Sum::default());
+    let transform = TransformFn(|r: &Record, out: &mut Vec<Click>| {
+        out.push(serde_json::from_slice(&r.data).map_err(TransformError::new)?);
+        Ok(())
+    });
+    let p = Pipeline::new(
+        "typed",
+        Arc::new(transform),
+        sum.clone(),
+        Arc::new(FileDeadLetter::new(dir.path().join("d"))),
+    )
+    .filter(Arc::new(FilterFn(|c: &Click, _: &Record| c.kind == "even")))
+    .settings(settings(5));
+    let (h, running) = p.start();
+    let cp = Arc::new(Recorder::default());
+    h.open_shard(shard("s1"), cp.clone()).await.unwrap();
+    h.push(shard("s1"), json_records("s1", 0, 20))
+        .await
+        .unwrap();
+    h.finish_shard(shard("s1")).await.unwrap();
+    h.shutdown().await.unwrap();
+    running.wait().await.unwrap();
+    assert_eq!(
+        *sum.total.lock().unwrap(),
+        (0..20).filter(|i| i % 2 == 0).sum::<u64>()
+    );
+    assert_eq!(
+        sum.batches.load(Ordering::SeqCst),
+        2,
+        "10 even items in batches of 5"
+    );
+    assert_eq!(cp.last(), Some(record("s1", 19, b"").position));
+}
