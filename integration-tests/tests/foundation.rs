@@ -319,7 +319,9 @@ async fn throttled_get_records_back_off_and_lose_nothing() {
                 return None;
             }
             // Every other GetRecords call, ten times: 2,000 records in pages of 100 take at least 20 calls.
-            if seen.fetch_add(1, Ordering::SeqCst) % 2 == 0 && t.load(Ordering::SeqCst) < 10 {
+            if seen.fetch_add(1, Ordering::SeqCst).is_multiple_of(2)
+                && t.load(Ordering::SeqCst) < 10
+            {
                 t.fetch_add(1, Ordering::SeqCst);
                 return Some(Fault::aws_json(
                     "ProvisionedThroughputExceededException",
