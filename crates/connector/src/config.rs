@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use crate::interpolate::expand_tree;
 use crate::registry::{DeadLetterBuild, EmitterBuild, Registry, StageContext, StageError};
-use crate::units::{ByteSize, DurationText};
+use kinesis_connectors_core::units::{ByteSize, DurationText};
 
 /// Default directory for checkpoints and dead letters when a pipeline names no paths.
 pub const DEFAULT_STATE_DIR: &str = ".kinesis-connector";

@@ -11,7 +11,6 @@ pub mod registry;
 pub mod run;
 pub mod sample;
 pub mod streams;
-pub mod units;
 
 pub use cli::main_with;
 pub use config::{Config, ConfigError};

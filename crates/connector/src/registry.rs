@@ -37,7 +37,7 @@ use kinesis_connectors_core::{
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::units::ByteSize;
+use kinesis_connectors_core::units::ByteSize;
 
 /// What a stage is built with besides its own options.
 #[derive(Clone, Debug)]

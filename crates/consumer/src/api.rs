@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::{Blob, DateTime as AwsDateTime};
@@ -347,20 +346,8 @@ where
 }
 
 /// Builds a Kinesis client for `region`, optionally at `endpoint` (a local emulator), with the standard
-/// credential chain. The SDK's own retries are off: the engine retries with its policy, so throttling
-/// behaviour is explicit and logged.
+/// credential chain and no SDK retries (see [`kinesis_connectors_aws::sdk_config`]): the engine retries
+/// with its policy, so throttling behaviour is explicit and logged.
 pub async fn client(region: &str, endpoint: Option<&str>) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.to_owned()))
-        .retry_config(aws_config::retry::RetryConfig::disabled())
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(30))
-                .build(),
-        );
-    if let Some(url) = endpoint {
-        loader = loader.endpoint_url(url);
-    }
-    Client::new(&loader.load().await)
+    Client::new(&kinesis_connectors_aws::sdk_config(region, endpoint).await)
 }

@@ -63,58 +63,22 @@ impl KinesisError {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
     {
-        let code = err.code().map(str::to_owned);
-        let message = err
-            .message()
-            .map(str::to_owned)
-            .unwrap_or_else(|| error_chain(&err));
-        match code.as_deref() {
-            Some(
-                "ProvisionedThroughputExceededException"
-                | "LimitExceededException"
-                | "KMSThrottlingException"
-                | "ThrottlingException"
-                | "Throttling"
-                | "TooManyRequestsException",
-            ) => Self::Throttled { operation, message },
-            Some("ExpiredIteratorException") => Self::ExpiredIterator { operation },
-            Some("ResourceNotFoundException") => Self::NotFound { operation, message },
-            Some(
-                c @ ("AccessDeniedException"
-                | "InvalidArgumentException"
-                | "ValidationException"
-                | "KMSAccessDeniedException"
-                | "KMSDisabledException"
-                | "KMSNotFoundException"
-                | "KMSOptInRequired"
-                | "KMSInvalidStateException"
-                | "UnrecognizedClientException"
-                | "InvalidSignatureException"
-                | "MissingAuthenticationTokenException"
-                | "ResourceInUseException.Permanent"),
-            ) => Self::Permanent {
+        use kinesis_connectors_aws::{ErrorClass, classify, describe};
+        let (code, message) = describe(&err);
+        if code.as_deref() == Some("ExpiredIteratorException") {
+            return Self::ExpiredIterator { operation };
+        }
+        match classify(code.as_deref()) {
+            ErrorClass::Throttled => Self::Throttled { operation, message },
+            ErrorClass::Transient => Self::Transient { operation, message },
+            ErrorClass::NotFound => Self::NotFound { operation, message },
+            ErrorClass::Permanent => Self::Permanent {
                 operation,
-                code: c.to_owned(),
+                code: code.unwrap_or_default(),
                 message,
             },
-            _ => Self::Transient { operation, message },
         }
     }
-}
-
-/// Every `source()` of an error, joined: SDK dispatch errors hide the useful part deep in the chain.
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Why the consumer engine stopped.

@@ -33,6 +33,7 @@ mod stage;
 pub mod stages;
 pub mod testing;
 mod tracker;
+pub mod units;
 
 pub use batch::{Batch, BatchContext, Envelope, Origin, ShardRange};
 pub use buffer::{

@@ -1,5 +1,5 @@
 //! Durations (`"30s"`, `"200ms"`) and sizes (`"5MiB"`, `"500KB"`, `1048576`) as written in
-//! `connectors.toml`.
+//! `connectors.toml`, for the configuration types of every stage crate.
 
 use std::fmt;
 use std::time::Duration;
