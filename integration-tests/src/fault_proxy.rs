@@ -138,8 +138,9 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .client
                 .request(parts.method.clone(), format!("{}{}", inner.target, path))
                 .body(body.clone());
+            // Headers pass unchanged, Host included: signed requests (SigV4 covers Host) stay valid.
             for (k, v) in &parts.headers {
-                if k != "host" && k != "content-length" {
+                if k != "content-length" {
                     out = out.header(k, v);
                 }
             }

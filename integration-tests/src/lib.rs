@@ -48,6 +48,31 @@ impl Stack {
         }
     }
 
+    /// An S3 client on the local S3 (path-style, the stack's credentials).
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        let sdk = kinesis_connectors_aws::sdk_config("us-east-1", Some(&self.s3)).await;
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        )
+    }
+
+    /// Creates a bucket with a unique, short name on the local S3 and returns the name. (Short because
+    /// s3s-fs keeps each object's metadata in a file named from the base64 of bucket and key, so bucket
+    /// plus key must stay under about 175 characters there; real S3 allows 1,024-byte keys.)
+    pub async fn bucket(&self) -> String {
+        let name = format!("kc{:08x}", rand::random::<u32>());
+        self.s3()
+            .await
+            .create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .unwrap();
+        name
+    }
+
     /// A stream client on the local Kinesis.
     pub async fn streams(&self) -> StreamClient {
         StreamClient::connect("us-east-1", Some(&self.kinesis)).await
@@ -345,6 +370,52 @@ pub async fn private_kinesis(options: ferrokinesis::store::StoreOptions) -> Stri
         let _ = axum::serve(listener, app).await;
     });
     url
+}
+
+/// Every object under `prefix` in `bucket`: (key, body), keys in lexicographic order (all pages).
+pub async fn s3_objects(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Vec<(String, Vec<u8>)> {
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let out = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        keys.extend(
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+        match out.next_continuation_token() {
+            Some(t) => token = Some(t.to_owned()),
+            None => break,
+        }
+    }
+    keys.sort();
+    let mut out = Vec::new();
+    for k in keys {
+        let body = client
+            .get_object()
+            .bucket(bucket)
+            .key(&k)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap();
+        out.push((k, body.into_bytes().to_vec()));
+    }
+    out
 }
 
 /// Polls `condition` every 50 ms until it holds, failing after `timeout` with `what`.

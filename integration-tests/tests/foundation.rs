@@ -447,7 +447,7 @@ fn the_demo_prints_matching_counts_for_every_pipeline() {
         .skip(1)
         .take_while(|l| !l.trim().is_empty())
         .collect();
-    assert_eq!(rows.len(), 2, "one row per pipeline:\n{stdout}");
+    assert_eq!(rows.len(), 3, "one row per pipeline:\n{stdout}");
     for row in rows {
         let cols: Vec<&str> = row.split_whitespace().collect();
         let n = |i: usize| cols[i].parse::<u64>().unwrap();

@@ -53,11 +53,16 @@ pub enum Command {
         #[arg(long)]
         until_tip: bool,
     },
-    /// Validate a configuration without starting anything; exit 2 on the first mistake.
+    /// Validate a configuration without starting anything; exit 2 on the first mistake. Then probe each
+    /// pipeline's sink (bucket exists and is writable, table exists, ...) unless `--offline`: a sink that
+    /// answers with a definite error fails the check; one that cannot be reached is reported and skipped.
     Check {
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Do not contact any sink.
+        #[arg(long)]
+        offline: bool,
     },
     /// Manage streams: list, exists, describe, create, put.
     Streams {
@@ -109,8 +114,8 @@ pub fn main_with(registry: Registry) -> i32 {
 
 async fn dispatch(command: Command, registry: Registry) -> i32 {
     match command {
-        Command::Check { config } => match Config::load(&config, &registry) {
-            Ok(c) => {
+        Command::Check { config, offline } => match Config::load(&config, &registry) {
+            Ok(mut c) => {
                 for (name, p) in &c.pipelines {
                     println!(
                         "ok: pipeline {name}: {} → {} ({} filters) → {}",
@@ -120,7 +125,17 @@ async fn dispatch(command: Command, registry: Registry) -> i32 {
                         p.emitter_type
                     );
                 }
-                0
+                if offline {
+                    return 0;
+                }
+                let mut code = 0;
+                for (name, p) in c.pipelines.iter_mut() {
+                    if let Err(message) = probe_sink(name, p).await {
+                        eprintln!("error: {}: pipeline {name:?}: {message}", config.display());
+                        code = EXIT_CONFIG;
+                    }
+                }
+                code
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -181,6 +196,43 @@ async fn dispatch(command: Command, registry: Registry) -> i32 {
                     EXIT_FAILURE
                 }
             }
+        }
+    }
+}
+
+/// How long `check` waits for a sink to answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds a pipeline's emitter and runs its start-up check. `Err` for a definite failure; a sink that
+/// cannot be reached is reported on stderr and passes.
+async fn probe_sink(name: &str, p: &mut crate::config::PipelineSpec) -> Result<(), String> {
+    let Some(build) = p.emitter.take() else {
+        return Ok(());
+    };
+    let emitter = build
+        .await
+        .map_err(|e| format!("emitter {:?} cannot be built: {e:#}", p.emitter_type))?;
+    match tokio::time::timeout(PROBE_TIMEOUT, emitter.check()).await {
+        Ok(Ok(())) => {
+            println!("ok: pipeline {name}: {} sink reachable", p.emitter_type);
+            Ok(())
+        }
+        Ok(Err(e)) if !e.is_retryable() => {
+            Err(format!("emitter {:?} is not ready: {e}", p.emitter_type))
+        }
+        Ok(Err(e)) => {
+            eprintln!(
+                "warning: pipeline {name}: {} sink not reachable, not checked: {e}",
+                p.emitter_type
+            );
+            Ok(())
+        }
+        Err(_) => {
+            eprintln!(
+                "warning: pipeline {name}: {} sink did not answer within {PROBE_TIMEOUT:?}, not checked",
+                p.emitter_type
+            );
+            Ok(())
         }
     }
 }

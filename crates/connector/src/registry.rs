@@ -34,6 +34,7 @@ use kinesis_connectors_core::stages::{
 use kinesis_connectors_core::{
     DeadLetter, Emitter, FieldPath, FileDeadLetter, Filter, Item, Transformer,
 };
+use kinesis_connectors_emitter_s3::{S3Emitter, S3Options, S3Settings, S3Writer};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -131,7 +132,7 @@ impl Registry {
     }
 
     /// A registry with the built-in stages: transformers `raw`, `json`; filters `all`, `field`;
-    /// emitters `stdout`, `file`, `null`; dead-letter target `file`.
+    /// emitters `stdout`, `file`, `null`, `s3`; dead-letter target `file`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         r.transformer("raw", |_, _: NoOptions| {
@@ -159,6 +160,17 @@ impl Registry {
                 fsync: o.fsync,
             })) as Arc<dyn Emitter<Item>>)
         });
+        r.emitter_validated(
+            "s3",
+            |_, o: S3Options| {
+                o.validate()
+                    .map_err(|(key, message)| StageError::at(key, message))
+            },
+            |ctx, settings: S3Settings| async move {
+                let writer = S3Writer::connect(&ctx.pipeline, settings, &ctx.region).await;
+                Ok(Arc::new(S3Emitter::new(writer)) as Arc<dyn Emitter<Item>>)
+            },
+        );
         r.dead_letter("file", |_, o: FileDeadLetterOptions| async move {
             Ok(Arc::new(FileDeadLetter::new(o.path)) as Arc<dyn DeadLetter>)
         });
@@ -201,14 +213,33 @@ impl Registry {
     /// that builds the emitter runs only when the pipeline runs.
     pub fn emitter<C, F, Fut>(&mut self, name: &str, build: F) -> &mut Self
     where
-        C: DeserializeOwned,
+        C: DeserializeOwned + Send + 'static,
         F: Fn(StageContext, C) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<Arc<dyn Emitter<Item>>>> + Send + 'static,
+    {
+        self.emitter_validated(name, |_, options: C| Ok(options), build)
+    }
+
+    /// Registers an emitter type whose options need checks beyond their shape: `validate` runs when the
+    /// configuration is loaded (so `check` reports its errors, with their keys), `build` when the
+    /// pipeline runs.
+    pub fn emitter_validated<C, V, Val, F, Fut>(
+        &mut self,
+        name: &str,
+        validate: Val,
+        build: F,
+    ) -> &mut Self
+    where
+        C: DeserializeOwned,
+        V: Send + 'static,
+        Val: Fn(&StageContext, C) -> Result<V, StageError> + Send + Sync + 'static,
+        F: Fn(StageContext, V) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = anyhow::Result<Arc<dyn Emitter<Item>>>> + Send + 'static,
     {
         self.emitters.insert(
             name.to_owned(),
             Arc::new(move |ctx, v| {
-                let options: C = parse_options(v)?;
+                let options = validate(ctx, parse_options(v)?)?;
                 Ok(Box::pin(build(ctx.clone(), options)) as EmitterBuild)
             }),
         );

@@ -64,39 +64,12 @@ pub struct ShardRange {
     pub items: usize,
 }
 
-/// Where a batch comes from; lets emitters build deterministic keys and ids.
-#[derive(Clone, Debug)]
-pub struct BatchContext {
-    /// The pipeline's name.
-    pub pipeline: Arc<str>,
-    /// The stream the records were read from.
-    pub stream: Arc<str>,
-    /// One range per shard present, in order of first appearance.
-    pub shards: Vec<ShardRange>,
-    /// 0 on the first try; n on the n-th retry (then the batch holds only the items being retried).
-    pub attempt: u32,
-}
-
-/// Items handed to an emitter in one call.
-#[derive(Debug)]
-pub struct Batch<I> {
-    /// Where the items come from.
-    pub context: BatchContext,
-    /// The items, in shard order (and in the order the records were read, per shard).
-    pub items: Vec<Envelope<I>>,
-}
-
-impl<I> Batch<I> {
-    /// A batch of `items` for `pipeline`, computing its context.
-    pub fn new(pipeline: Arc<str>, items: Vec<Envelope<I>>, attempt: u32) -> Self {
+impl ShardRange {
+    /// The ranges of records (in shard order per shard), one per shard in order of first appearance.
+    pub fn collect<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<ShardRange> {
         let mut shards: Vec<ShardRange> = Vec::new();
-        let mut stream: Arc<str> = Arc::from("");
         let mut last_hit = 0usize;
-        for env in &items {
-            let rec = env.record();
-            if stream.is_empty() {
-                stream = rec.stream.clone();
-            }
+        for rec in records {
             let idx = if shards
                 .get(last_hit)
                 .is_some_and(|r| r.shard == rec.shard_id)
@@ -123,6 +96,40 @@ impl<I> Batch<I> {
                 }
             }
         }
+        shards
+    }
+}
+
+/// Where a batch comes from; lets emitters build deterministic keys and ids.
+#[derive(Clone, Debug)]
+pub struct BatchContext {
+    /// The pipeline's name.
+    pub pipeline: Arc<str>,
+    /// The stream the records were read from.
+    pub stream: Arc<str>,
+    /// One range per shard present, in order of first appearance.
+    pub shards: Vec<ShardRange>,
+    /// 0 on the first try; n on the n-th retry (then the batch holds only the items being retried).
+    pub attempt: u32,
+}
+
+/// Items handed to an emitter in one call.
+#[derive(Debug)]
+pub struct Batch<I> {
+    /// Where the items come from.
+    pub context: BatchContext,
+    /// The items, in shard order (and in the order the records were read, per shard).
+    pub items: Vec<Envelope<I>>,
+}
+
+impl<I> Batch<I> {
+    /// A batch of `items` for `pipeline`, computing its context.
+    pub fn new(pipeline: Arc<str>, items: Vec<Envelope<I>>, attempt: u32) -> Self {
+        let stream = items
+            .first()
+            .map(|e| e.record().stream.clone())
+            .unwrap_or_else(|| Arc::from(""));
+        let shards = ShardRange::collect(items.iter().map(Envelope::record));
         Self {
             context: BatchContext {
                 pipeline,

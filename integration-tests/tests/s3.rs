@@ -1,0 +1,488 @@
+//! The S3 emitter end to end against the local S3 (s3s-fs): contents and order, deterministic keys
+//! under SIGKILL, formats readable by third-party tools, multipart uploads, cross-shard batching, and
+//! the start-up check.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use integration_tests::fault_proxy::FaultProxy;
+use integration_tests::{Connector, Ledger, Stack, Workdir, put_records, s3_objects, unique};
+
+/// A key template without the date path, short enough for s3s-fs (see `Stack::bucket`).
+const SHORT_KEY: &str = "key = \"{prefix}{shard}-{first_sequence}-{last_sequence}{ext}\"";
+
+fn s3_pipeline(
+    stream: &str,
+    stack: &Stack,
+    bucket: &str,
+    emitter_extra: &str,
+    pipeline_extra: &str,
+) -> String {
+    format!(
+        r#"state_dir = "state"
+[pipelines.p]
+source = {{ stream = "{stream}", endpoint = "{kinesis}", idle_poll_interval = "200ms", shard_sync_interval = "1s" }}
+transformer = {{ type = "json" }}
+emitter = {{ type = "s3", bucket = "{bucket}", endpoint = "{s3}", {emitter_extra} }}
+{pipeline_extra}
+"#,
+        kinesis = stack.kinesis,
+        s3 = stack.s3
+    )
+}
+
+/// The records of each shard, in sequence order, as put.
+fn per_shard(ledger: &Ledger) -> HashMap<String, Vec<u64>> {
+    let mut by_shard: HashMap<String, Vec<(kinesis_connectors_core::SequenceNumber, u64)>> =
+        HashMap::new();
+    for (id, (shard, seq)) in &ledger.records {
+        by_shard
+            .entry(shard.clone())
+            .or_default()
+            .push((seq.clone(), *id));
+    }
+    by_shard
+        .into_iter()
+        .map(|(s, mut v)| {
+            v.sort();
+            (s, v.into_iter().map(|(_, id)| id).collect())
+        })
+        .collect()
+}
+
+fn ids_of(body: &[u8]) -> Vec<u64> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_records_become_objects_holding_exactly_the_records_in_shard_order() {
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("s3-10k");
+    client.create(&stream, 4).await.unwrap();
+    let ledger = put_records(&client, &stream, 0..10_000, 101, &|_| false).await;
+    let bucket = stack.bucket().await;
+
+    let work = Workdir::new();
+    // The default key template: p/yyyy/MM/dd/HH/{shard}-{first}-{last}.ndjson.
+    let config = work.config(&s3_pipeline(
+        &stream,
+        &stack,
+        &bucket,
+        "format = \"ndjson\"",
+        "buffer = { max_records = 500, max_age = \"1h\" }",
+    ));
+    Connector::run_until_tip(work.dir.path(), &config, "p", &[]);
+
+    let s3 = stack.s3().await;
+    let objects = s3_objects(&s3, &bucket, "p/").await;
+    assert!(
+        objects.len() >= 20,
+        "10,000 records in batches of 500: {} objects",
+        objects.len()
+    );
+    // Group by shard, order by first sequence.
+    let mut by_shard: HashMap<String, Vec<(String, Vec<u64>)>> = HashMap::new();
+    for (key, body) in &objects {
+        let name = key.rsplit('/').next().unwrap();
+        assert!(
+            key.starts_with("p/20") && key.ends_with(".ndjson") && key.matches('/').count() == 5,
+            "{key}"
+        );
+        let mut parts = name.trim_end_matches(".ndjson").splitn(3, '-');
+        let shard = format!("{}-{}", parts.next().unwrap(), parts.next().unwrap());
+        let range = parts.next().unwrap().to_owned();
+        let (first, _) = range.split_once('-').unwrap();
+        by_shard
+            .entry(shard)
+            .or_default()
+            .push((format!("{:0>130}", first), ids_of(body)));
+    }
+    let expected = per_shard(&ledger);
+    assert_eq!(by_shard.len(), expected.len());
+    let mut total = 0;
+    for (shard, mut objs) in by_shard {
+        objs.sort();
+        let landed: Vec<u64> = objs.into_iter().flat_map(|(_, ids)| ids).collect();
+        total += landed.len();
+        assert_eq!(
+            landed, expected[&shard],
+            "shard {shard}: concatenated objects differ from the records"
+        );
+    }
+    assert_eq!(total, 10_000);
+    // And the bytes are the records' own JSON text, one per line.
+    let (_, first_body) = &objects[0];
+    let first_line = String::from_utf8_lossy(first_body)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let id = serde_json::from_str::<serde_json::Value>(&first_line).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        first_line,
+        integration_tests::test_record(id, &format!("k-{}", id % 101), id / 101)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_restart_leave_the_same_object_keys_as_an_uninterrupted_run() {
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("s3-kill");
+    client.create(&stream, 2).await.unwrap();
+    put_records(&client, &stream, 0..6_000, 31, &|_| false).await;
+    let bucket = stack.bucket().await;
+    let s3 = stack.s3().await;
+    // Slow enough to be killed mid-stream: pages of 100 records every 200 ms per shard.
+    let pipeline = |prefix: &str| {
+        s3_pipeline(
+            &stream,
+            &stack,
+            &bucket,
+            &format!("prefix = \"{prefix}\", {SHORT_KEY}"),
+            "buffer = { max_records = 150, max_age = \"1h\" }",
+        )
+        .replace(
+            "idle_poll_interval = \"200ms\"",
+            "idle_poll_interval = \"200ms\", max_records_per_call = 100",
+        )
+    };
+
+    let clean = Workdir::new();
+    let config = clean.config(&pipeline("clean/"));
+    Connector::run_until_tip(clean.dir.path(), &config, "p", &[]);
+    let clean_keys: Vec<String> = s3_objects(&s3, &bucket, "clean/")
+        .await
+        .into_iter()
+        .map(|(k, _)| k["clean/".len()..].to_owned())
+        .collect();
+
+    let work = Workdir::new();
+    let config = work.config(&pipeline("killed/"));
+    for _ in 0..2 {
+        let mut c = Connector::start(work.dir.path(), &config, "p", &[], &[]);
+        let before = s3_objects(&s3, &bucket, "killed/").await.len();
+        let target = before + 3 + (rand::random::<u32>() % 5) as usize;
+        let mut n = before;
+        for _ in 0..600 {
+            n = s3_objects(&s3, &bucket, "killed/").await.len();
+            if n >= target {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(n >= target, "objects did not appear");
+        c.kill();
+    }
+    Connector::run_until_tip(work.dir.path(), &config, "p", &[]);
+    let killed_keys: Vec<String> = s3_objects(&s3, &bucket, "killed/")
+        .await
+        .into_iter()
+        .map(|(k, _)| k["killed/".len()..].to_owned())
+        .collect();
+    assert_eq!(killed_keys, clean_keys, "a crash added or changed objects");
+    assert!(clean_keys.len() >= 40);
+}
+
+fn python_reads_parquet(path: &std::path::Path) -> (u64, Vec<String>) {
+    let script = "import sys, pyarrow.parquet as pq\nt = pq.read_table(sys.argv[1])\nprint(t.num_rows)\nprint(','.join(t.column_names))";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .env(
+            "PYTHONPATH",
+            std::env::var("KC_PYTHONPATH").unwrap_or_default(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pyarrow failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let rows = lines.next().unwrap().trim().parse().unwrap();
+    let cols = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    (rows, cols)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_zstd_and_parquet_objects_are_read_by_standard_tools() {
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("s3-formats");
+    client.create(&stream, 2).await.unwrap();
+    // Two records do not fit the Parquet schema (a string where the schema says int64).
+    put_records(&client, &stream, 0..1_000, 17, &|_| false).await;
+    let odd = vec![
+        kinesis_connectors_consumer::PutEntry {
+            data: bytes::Bytes::from_static(br#"{"id":"x1","key":"k","n":1}"#),
+            partition_key: "odd".into(),
+        },
+        kinesis_connectors_consumer::PutEntry {
+            data: bytes::Bytes::from_static(br#"{"id":"x2","key":"k","n":2}"#),
+            partition_key: "odd".into(),
+        },
+    ];
+    client.put_batch(&stream, odd).await.unwrap();
+    let bucket = stack.bucket().await;
+    let s3 = stack.s3().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let cases = [
+        (
+            "gz",
+            "compression = \"gzip\", prefix = \"gz/\", key = \"{prefix}{shard}-{first_sequence}-{last_sequence}{ext}\"",
+        ),
+        (
+            "zst",
+            "compression = \"zstd\", prefix = \"zst/\", key = \"{prefix}{shard}-{first_sequence}-{last_sequence}{ext}\"",
+        ),
+        (
+            "parquet",
+            "format = \"parquet\", compression = \"zstd\", prefix = \"parquet/\", key = \"{prefix}{shard}-{first_sequence}-{last_sequence}{ext}\", schema = [{ name = \"id\", type = \"int64\" }, { name = \"key\", type = \"string\" }, { name = \"n\", type = \"int64\" }, { name = \"pad\", type = \"string\" }]",
+        ),
+    ];
+    for (name, options) in cases {
+        let work = Workdir::new();
+        let config = work.config(&s3_pipeline(
+            &stream,
+            &stack,
+            &bucket,
+            options,
+            "buffer = { max_records = 300, max_age = \"1h\" }",
+        ));
+        Connector::run_until_tip(work.dir.path(), &config, "p", &[]);
+        let objects = s3_objects(&s3, &bucket, &format!("{name}/")).await;
+        assert!(!objects.is_empty(), "{name}: no objects");
+        let mut rows = 0u64;
+        for (i, (key, body)) in objects.iter().enumerate() {
+            let path = dir.path().join(format!("{name}-{i}"));
+            std::fs::write(&path, body).unwrap();
+            match name {
+                "gz" => {
+                    assert!(key.ends_with(".ndjson.gz"), "{key}");
+                    let t = std::process::Command::new("gzip")
+                        .arg("-t")
+                        .arg(&path)
+                        .status()
+                        .unwrap();
+                    assert!(t.success(), "gzip -t failed on {key}");
+                    let out = std::process::Command::new("gzip")
+                        .arg("-dc")
+                        .arg(&path)
+                        .output()
+                        .unwrap();
+                    rows += String::from_utf8(out.stdout).unwrap().lines().count() as u64;
+                }
+                "zst" => {
+                    assert!(key.ends_with(".ndjson.zst"), "{key}");
+                    let out = std::process::Command::new("zstd")
+                        .arg("-dc")
+                        .arg(&path)
+                        .output()
+                        .unwrap();
+                    assert!(out.status.success(), "zstd -dc failed on {key}");
+                    rows += String::from_utf8(out.stdout).unwrap().lines().count() as u64;
+                }
+                _ => {
+                    assert!(key.ends_with(".parquet"), "{key}");
+                    let (n, cols) = python_reads_parquet(&path);
+                    assert_eq!(cols, ["id", "key", "n", "pad"]);
+                    rows += n;
+                }
+            }
+        }
+        let head = s3
+            .head_object()
+            .bucket(&bucket)
+            .key(&objects[0].0)
+            .send()
+            .await
+            .unwrap();
+        match name {
+            "gz" => assert_eq!(head.content_encoding(), Some("gzip")),
+            "zst" => assert_eq!(head.content_encoding(), Some("zstd")),
+            _ => assert_eq!(head.content_type(), Some("application/vnd.apache.parquet")),
+        }
+        if name == "parquet" {
+            assert_eq!(
+                rows, 1_000,
+                "parquet rows (the two unfit records are dead-lettered)"
+            );
+            let dead = work.dead_letters("p");
+            assert_eq!(dead.len(), 2);
+            assert!(
+                dead[0]
+                    .reason
+                    .contains("\"id\": expected an int64, got a string"),
+                "{}",
+                dead[0].reason
+            );
+        } else {
+            assert_eq!(rows, 1_002, "{name} rows");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_the_part_size_is_uploaded_in_parts() {
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("s3-multipart");
+    client.create(&stream, 1).await.unwrap();
+    // ~12 MiB of 1 KiB records.
+    let entries: Vec<_> = (0..12_000u64)
+        .map(|i| kinesis_connectors_consumer::PutEntry {
+            data: bytes::Bytes::from(format!(r#"{{"id":{i},"pad":"{}"}}"#, "y".repeat(1_000))),
+            partition_key: format!("k{i}"),
+        })
+        .collect();
+    client.put_batch(&stream, entries).await.unwrap();
+    let bucket = stack.bucket().await;
+    let proxy = FaultProxy::start(&stack.s3, Arc::new(|_, _, _, _, _| None)).await;
+
+    let work = Workdir::new();
+    // s3s-fs names multipart state after base64(key) plus the upload id: keep the key very short there.
+    let text = s3_pipeline(
+        &stream,
+        &stack,
+        &bucket,
+        "part_size = \"5MiB\", key = \"{batch_id}{ext}\"",
+        "buffer = { max_records = 100000, max_bytes = \"64MiB\", max_age = \"1h\" }",
+    )
+    .replace(
+        &format!("endpoint = \"{}\", ", stack.s3),
+        &format!("endpoint = \"{}\", ", proxy.url),
+    );
+    let config = work.config(&text);
+    Connector::run_until_tip(work.dir.path(), &config, "p", &[]);
+
+    let log = proxy.log();
+    let parts: Vec<_> = log
+        .iter()
+        .filter(|s| s.method == "PUT" && s.path.contains("partNumber="))
+        .collect();
+    let completes = log
+        .iter()
+        .filter(|s| s.method == "POST" && s.path.contains("uploadId="))
+        .count();
+    assert!(
+        parts.len() >= 3,
+        "12 MiB in 5 MiB parts: {} UploadPart calls",
+        parts.len()
+    );
+    assert!(
+        parts.iter().all(|p| p.body.len() <= 6 * 1024 * 1024),
+        "a part larger than the part size was sent"
+    );
+    assert_eq!(completes, 1, "one CompleteMultipartUpload");
+    let objects = s3_objects(&stack.s3().await, &bucket, "").await;
+    assert_eq!(objects.len(), 1);
+    let ids = ids_of(&objects[0].1);
+    assert_eq!(ids, (0..12_000).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_shard_batching_over_sixteen_quiet_shards_writes_far_fewer_objects() {
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("s3-cross");
+    client.create(&stream, 16).await.unwrap();
+    let ledger = put_records(&client, &stream, 0..800, 400, &|_| false).await;
+    assert_eq!(ledger.last_per_shard().len(), 16, "every shard has records");
+    let bucket = stack.bucket().await;
+    let s3 = stack.s3().await;
+
+    let mut counts = BTreeMap::new();
+    for (prefix, across) in [("per-shard/", false), ("across/", true)] {
+        let work = Workdir::new();
+        let config = work.config(&s3_pipeline(
+            &stream,
+            &stack,
+            &bucket,
+            &format!("prefix = \"{prefix}\", {SHORT_KEY}"),
+            &format!(
+                "buffer = {{ max_records = 400, max_age = \"1h\", batch_across_shards = {across} }}"
+            ),
+        ));
+        Connector::run_until_tip(work.dir.path(), &config, "p", &[]);
+        let objects = s3_objects(&s3, &bucket, prefix).await;
+        let ids: HashSet<u64> = objects.iter().flat_map(|(_, b)| ids_of(b)).collect();
+        assert_eq!(ids.len(), 800, "{prefix}: every record once");
+        assert_eq!(
+            objects.iter().map(|(_, b)| ids_of(b).len()).sum::<usize>(),
+            800,
+            "{prefix}: no duplicates"
+        );
+        // Every shard is checkpointed at its last record.
+        let cps = work.checkpoints("p");
+        for (shard, seq) in ledger.last_per_shard() {
+            assert_eq!(
+                cps[&shard].position().map(|p| p.sequence.clone()),
+                Some(seq)
+            );
+        }
+        counts.insert(prefix, objects.len());
+    }
+    eprintln!("objects: {counts:?}");
+    assert!(counts["per-shard/"] >= 16);
+    assert!(
+        counts["across/"] * 4 <= counts["per-shard/"],
+        "cross-shard batching did not reduce objects: {counts:?}"
+    );
+}
+
+#[test]
+fn check_and_run_name_the_pipeline_and_bucket_when_the_bucket_is_missing() {
+    let stack = Stack::from_env();
+    let work = Workdir::new();
+    let config = work.config(&s3_pipeline(
+        "any-stream",
+        &stack,
+        "no-such-bucket-kc",
+        "",
+        "",
+    ));
+    let out = std::process::Command::new(integration_tests::connector_bin())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("pipeline \"p\"")
+            && stderr.contains("bucket no-such-bucket-kc does not exist"),
+        "{stderr}"
+    );
+    let out = std::process::Command::new(integration_tests::connector_bin())
+        .args(["run", "--pipeline", "p", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("pipeline \"p\"") && stderr.contains("no-such-bucket-kc"),
+        "{stderr}"
+    );
+}
