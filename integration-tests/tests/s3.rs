@@ -486,3 +486,68 @@ fn check_and_run_name_the_pipeline_and_bucket_when_the_bucket_is_missing() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_down_and_server_errors_are_retried_and_the_objects_land() {
+    use integration_tests::fault_proxy::Fault;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("s3-503");
+    client.create(&stream, 1).await.unwrap();
+    put_records(&client, &stream, 0..1_000, 7, &|_| false).await;
+    let bucket = stack.bucket().await;
+    let faults = Arc::new(AtomicU32::new(0));
+    let f = faults.clone();
+    // The first two object PUTs get 503 SlowDown, the third a 500.
+    let proxy = FaultProxy::start(
+        &stack.s3,
+        Arc::new(move |method, path, _, _, _| {
+            let object_put = method == "PUT" && path.matches('/').count() >= 2 && !path.contains("write-check");
+            if !object_put {
+                return None;
+            }
+            let n = f.fetch_add(1, Ordering::SeqCst);
+            let (status, code) = match n {
+                0 | 1 => (503, "SlowDown"),
+                2 => (500, "InternalError"),
+                _ => return None,
+            };
+            Some(Fault {
+                status,
+                content_type: "application/xml",
+                body: format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"),
+            })
+        }),
+    )
+    .await;
+    let work = Workdir::new();
+    let text = s3_pipeline(&stream, &stack, &bucket, SHORT_KEY, "buffer = { max_records = 500, max_age = \"1h\" }\nretry = { base_delay = \"50ms\", max_delay = \"200ms\" }")
+        .replace(&format!("endpoint = \"{}\", ", stack.s3), &format!("endpoint = \"{}\", ", proxy.url));
+    let config = work.config(&text);
+    Connector::run_until_tip(work.dir.path(), &config, "p", &[]);
+
+    let puts: Vec<_> = proxy
+        .log()
+        .into_iter()
+        .filter(|s| {
+            s.method == "PUT" && s.path.matches('/').count() >= 2 && !s.path.contains("write-check")
+        })
+        .collect();
+    assert_eq!(faults.load(Ordering::SeqCst) as usize, puts.len());
+    assert!(
+        puts.iter().take(3).all(|p| p.injected),
+        "the first three PUTs failed"
+    );
+    // The failed PUT was retried with the same key (the same object), then two objects landed.
+    assert_eq!(puts[3].path, puts[0].path, "the retry wrote the same key");
+    let objects = s3_objects(&stack.s3().await, &bucket, "").await;
+    assert_eq!(objects.len(), 2);
+    let ids: HashSet<u64> = objects.iter().flat_map(|(_, b)| ids_of(b)).collect();
+    assert_eq!(ids.len(), 1_000);
+    assert!(
+        work.dead_letters("p").is_empty(),
+        "retryable errors are not dead-lettered"
+    );
+}
