@@ -133,6 +133,12 @@ struct CheckpointToml {
     #[serde(rename = "type")]
     kind: String,
     path: Option<PathBuf>,
+    table: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    failover_time: Option<DurationText>,
+    max_leases: Option<i64>,
+    worker_id: Option<String>,
 }
 
 /// Where a pipeline reads from.
@@ -152,14 +158,34 @@ pub struct SourceSpec {
     pub shard_sync_interval: Duration,
 }
 
-/// Where a pipeline keeps its checkpoints.
+/// Where a pipeline keeps its checkpoints and leases.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CheckpointSpec {
-    /// The embedded file store.
+    /// The embedded file store (one process).
     File {
         /// The store's JSON file.
         path: PathBuf,
     },
+    /// The DynamoDB lease table (several processes share the shards).
+    DynamoDb {
+        /// The table (created if missing).
+        table: String,
+        /// Its region.
+        region: String,
+        /// An endpoint override (a local emulator).
+        endpoint: Option<String>,
+    },
+}
+
+/// How this process takes part in leasing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseSpec {
+    /// A lease whose counter has not moved for this long is taken over.
+    pub failover_time: Duration,
+    /// Most unfinished shards this process holds.
+    pub max_leases: Option<usize>,
+    /// This process's name in the lease table (default: host, pid and a random suffix).
+    pub worker_id: Option<String>,
 }
 
 /// One validated pipeline.
@@ -188,6 +214,8 @@ pub struct PipelineSpec {
     pub settings: PipelineSettings,
     /// The checkpoint store.
     pub checkpoint: CheckpointSpec,
+    /// Lease timing.
+    pub leases: LeaseSpec,
     /// Bound on a graceful shutdown.
     pub shutdown_timeout: Duration,
 }
@@ -414,22 +442,7 @@ fn validate_pipeline(
         batch_across_shards: b.batch_across_shards.unwrap_or(false),
         ..PipelineSettings::default()
     };
-    let checkpoint = match p.checkpoint {
-        None => CheckpointSpec::File {
-            path: state_dir.join(format!("{name}.checkpoints.json")),
-        },
-        Some(c) if c.kind == "file" => CheckpointSpec::File {
-            path: c
-                .path
-                .unwrap_or_else(|| state_dir.join(format!("{name}.checkpoints.json"))),
-        },
-        Some(c) => {
-            return Err(at(
-                "checkpoint.type",
-                format!("unknown checkpoint store {:?}; one of: file", c.kind),
-            ));
-        }
-    };
+    let (checkpoint, leases) = validate_checkpoint(p.checkpoint, name, state_dir, &source.region)?;
     let shutdown_timeout = p.shutdown_timeout.map_or(DEFAULT_SHUTDOWN_TIMEOUT, |d| d.0);
     if shutdown_timeout.is_zero() {
         return Err(at("shutdown_timeout", "must be longer than 0s"));
@@ -447,8 +460,112 @@ fn validate_pipeline(
         dead_letter: Some(dead_letter),
         settings,
         checkpoint,
+        leases,
         shutdown_timeout,
     })
+}
+
+fn validate_checkpoint(
+    c: Option<CheckpointToml>,
+    name: &str,
+    state_dir: &Path,
+    region: &str,
+) -> Result<(CheckpointSpec, LeaseSpec), Invalid> {
+    let default_path = || state_dir.join(format!("{name}.checkpoints.json"));
+    let Some(c) = c else {
+        let leases = LeaseSpec {
+            failover_time: kinesis_connectors_consumer::DEFAULT_FAILOVER_TIME,
+            max_leases: None,
+            worker_id: None,
+        };
+        return Ok((
+            CheckpointSpec::File {
+                path: default_path(),
+            },
+            leases,
+        ));
+    };
+    let failover_time = c
+        .failover_time
+        .map_or(kinesis_connectors_consumer::DEFAULT_FAILOVER_TIME, |d| d.0);
+    if failover_time < Duration::from_millis(500) {
+        return Err(at("checkpoint.failover_time", "must be at least 500ms"));
+    }
+    let max_leases = match c.max_leases {
+        None => None,
+        Some(n) if n >= 1 => Some(n as usize),
+        Some(n) => {
+            return Err(at(
+                "checkpoint.max_leases",
+                format!("must be at least 1, got {n}"),
+            ));
+        }
+    };
+    let leases = LeaseSpec {
+        failover_time,
+        max_leases,
+        worker_id: c.worker_id.filter(|w| !w.is_empty()),
+    };
+    let spec = match c.kind.as_str() {
+        "file" => {
+            for (key, set) in [
+                ("table", c.table.is_some()),
+                ("region", c.region.is_some()),
+                ("endpoint", c.endpoint.is_some()),
+            ] {
+                if set {
+                    return Err(at(
+                        &format!("checkpoint.{key}"),
+                        "only for type = \"dynamodb\"",
+                    ));
+                }
+            }
+            CheckpointSpec::File {
+                path: c.path.unwrap_or_else(default_path),
+            }
+        }
+        "dynamodb" => {
+            if c.path.is_some() {
+                return Err(at("checkpoint.path", "only for type = \"file\""));
+            }
+            let table = c
+                .table
+                .ok_or_else(|| at("checkpoint.table", "required for type = \"dynamodb\""))?;
+            let valid = (3..=255).contains(&table.len())
+                && table
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'));
+            if !valid {
+                return Err(at(
+                    "checkpoint.table",
+                    format!("invalid table name {table:?}: 3-255 letters, digits, '_', '-', '.'"),
+                ));
+            }
+            let endpoint = match c.endpoint {
+                Some(e) if e.is_empty() => None,
+                Some(e) if e.starts_with("http://") || e.starts_with("https://") => Some(e),
+                Some(e) => {
+                    return Err(at(
+                        "checkpoint.endpoint",
+                        format!("invalid endpoint {e:?}: expected an http:// or https:// URL"),
+                    ));
+                }
+                None => None,
+            };
+            CheckpointSpec::DynamoDb {
+                table,
+                region: c.region.unwrap_or_else(|| region.to_owned()),
+                endpoint,
+            }
+        }
+        other => {
+            return Err(at(
+                "checkpoint.type",
+                format!("unknown checkpoint store {other:?}; one of: file, dynamodb"),
+            ));
+        }
+    };
+    Ok((spec, leases))
 }
 
 fn positive(v: Option<i64>, default: i64, key: &str) -> Result<i64, Invalid> {

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use kinesis_connectors_consumer::{
-    CheckpointStore, FileCheckpointStore, PipelineProcessorFactory, Worker, WorkerSettings, api,
+    DynamoDbLeaseStore, FileCheckpointStore, LeaseSettings, LeaseStore, PipelineProcessorFactory,
+    Worker, WorkerSettings, api,
 };
 use kinesis_connectors_core::{MetricsSnapshot, Pipeline};
 use tokio_util::sync::CancellationToken;
@@ -54,12 +55,29 @@ pub async fn run_pipeline(
                 spec.dead_letter_type
             )
         })?;
-    let store: Arc<dyn CheckpointStore> = match &spec.checkpoint {
+    let store: Arc<dyn LeaseStore> = match &spec.checkpoint {
         CheckpointSpec::File { path } => Arc::new(
             FileCheckpointStore::open(path, &spec.source.stream)
                 .with_context(|| format!("pipeline {name:?}"))?,
         ),
+        CheckpointSpec::DynamoDb {
+            table,
+            region,
+            endpoint,
+        } => Arc::new(
+            DynamoDbLeaseStore::connect(region, endpoint.as_deref(), table)
+                .await
+                .with_context(|| format!("pipeline {name:?}: lease table {table:?}"))?,
+        ),
     };
+    let mut leases = LeaseSettings::new(
+        spec.leases
+            .worker_id
+            .clone()
+            .unwrap_or_else(LeaseSettings::default_worker_id),
+        spec.leases.failover_time,
+    );
+    leases.max_leases = spec.leases.max_leases;
 
     let mut pipeline = Pipeline::new(
         name.as_str(),
@@ -83,6 +101,7 @@ pub async fn run_pipeline(
             reader: spec.source.reader.clone(),
             shard_sync_interval: spec.source.shard_sync_interval,
             until_tip: options.until_tip,
+            leases,
         },
         store.clone(),
         Arc::new(PipelineProcessorFactory::new(handle.clone())),

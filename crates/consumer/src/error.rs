@@ -146,4 +146,27 @@ pub enum StoreError {
         /// The shard.
         shard: String,
     },
+    /// The lease table's service failed.
+    #[error("lease table {table}: {message}")]
+    Service {
+        /// The table.
+        table: String,
+        /// What went wrong.
+        message: String,
+        /// Whether retrying may succeed.
+        retryable: bool,
+    },
+}
+
+impl StoreError {
+    /// Whether retrying may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Service {
+                retryable: true,
+                ..
+            } | StoreError::Io { .. }
+        )
+    }
 }

@@ -2,7 +2,10 @@
 //!
 //! * [`Worker`] discovers a stream's shards, reads each with the polling reader ([`reader`]), respects
 //!   parent-before-child order across resharding, and drives one [`ShardRecordProcessor`] per shard.
-//! * [`CheckpointStore`] keeps per-shard progress; [`FileCheckpointStore`] is the embedded default.
+//! * [`LeaseStore`] keeps per-shard leases and checkpoints: [`FileCheckpointStore`] is the embedded
+//!   default for one process, [`DynamoDbLeaseStore`] the KCL-compatible lease table that lets several
+//!   processes share a stream ([`lease`] explains leases, fencing and balancing).
+//! * [`kpl`] de-aggregates records written by the Kinesis Producer Library.
 //! * [`PipelineProcessorFactory`] connects a core [`Pipeline`](kinesis_connectors_core::Pipeline) to the
 //!   worker: the connector binary is exactly this.
 //! * [`StreamClient`] is the high-level stream API (list, describe, create, put, batched put).
@@ -10,7 +13,10 @@
 
 pub mod api;
 mod client;
+mod dynamodb;
 mod error;
+pub mod kpl;
+pub mod lease;
 mod pipeline_processor;
 mod position;
 mod processor;
@@ -20,7 +26,9 @@ mod store;
 mod worker;
 
 pub use client::{PutEntry, PutResult, StreamClient, StreamDescription};
+pub use dynamodb::DynamoDbLeaseStore;
 pub use error::{ConsumerError, KinesisError, StoreError};
+pub use lease::{DEFAULT_FAILOVER_TIME, HeldLease, Lease, LeaseSettings, LeaseStore};
 pub use pipeline_processor::PipelineProcessorFactory;
 pub use position::{Checkpoint, InitialPosition};
 pub use processor::{
@@ -29,7 +37,7 @@ pub use processor::{
 };
 pub use reader::{ReadOutcome, ReaderSettings};
 pub use shard::{ShardInfo, leaf_shards, parents_first};
-pub use store::{CheckpointStore, FileCheckpointStore, ShardState};
+pub use store::FileCheckpointStore;
 pub use worker::{DEFAULT_SHARD_SYNC_INTERVAL, Worker, WorkerSettings};
 
 /// The Kinesis SDK client type the engine uses.

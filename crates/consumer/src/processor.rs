@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use kinesis_connectors_core::{CheckpointError, Position, Record, ShardCheckpointer, ShardId};
 
 use crate::error::StoreError;
+use crate::lease::HeldLease;
 use crate::position::Checkpoint;
-use crate::store::CheckpointStore;
 
 /// An error a processor returns; the engine logs it and stops the shard (and the worker).
 pub type ProcessorError = Box<dyn std::error::Error + Send + Sync>;
@@ -81,10 +81,11 @@ pub trait ShardRecordProcessorFactory: Send + Sync {
     fn create_processor(&self) -> Box<dyn ShardRecordProcessor>;
 }
 
-/// Records a shard's progress in the checkpoint store. Cloneable; checkpoints only move forward.
+/// Records a shard's progress through the lease this worker holds on it. Cloneable (checkpoint later,
+/// from any task); a checkpoint after the lease was lost is refused with [`StoreError::LeaseLost`].
 #[derive(Clone)]
 pub struct Checkpointer {
-    store: Arc<dyn CheckpointStore>,
+    lease: Arc<HeldLease>,
     shard: ShardId,
 }
 
@@ -97,9 +98,10 @@ impl std::fmt::Debug for Checkpointer {
 }
 
 impl Checkpointer {
-    /// A checkpointer of `shard` in `store`.
-    pub fn new(store: Arc<dyn CheckpointStore>, shard: ShardId) -> Self {
-        Self { store, shard }
+    /// A checkpointer writing through `lease`.
+    pub fn new(lease: Arc<HeldLease>) -> Self {
+        let shard = ShardId::from(lease.shard());
+        Self { lease, shard }
     }
 
     /// The shard.
@@ -107,23 +109,23 @@ impl Checkpointer {
         &self.shard
     }
 
+    /// Whether the lease was lost (checkpoints will be refused).
+    pub fn is_lease_lost(&self) -> bool {
+        self.lease.is_lost()
+    }
+
     /// Records that everything up to and including `position` is delivered.
     pub async fn checkpoint(&self, position: &Position) -> Result<(), StoreError> {
-        self.store
-            .checkpoint(
-                &self.shard,
-                Checkpoint::Sequence {
-                    position: position.clone(),
-                },
-            )
+        self.lease
+            .checkpoint(&Checkpoint::Sequence {
+                position: position.clone(),
+            })
             .await
     }
 
     /// Records that the shard was read to its end and everything in it delivered.
     pub async fn checkpoint_shard_end(&self) -> Result<(), StoreError> {
-        self.store
-            .checkpoint(&self.shard, Checkpoint::ShardEnd)
-            .await
+        self.lease.checkpoint(&Checkpoint::ShardEnd).await
     }
 }
 
@@ -134,12 +136,9 @@ impl ShardCheckpointer for Checkpointer {
             .await
             .map_err(|e| match e {
                 StoreError::LeaseLost { .. } => CheckpointError::LeaseLost(e.to_string()),
-                StoreError::Rejected { .. } | StoreError::WrongStream { .. } => {
-                    CheckpointError::Rejected(e.to_string())
-                }
-                StoreError::Io { .. } | StoreError::Locked { .. } => {
-                    CheckpointError::Transient(e.to_string())
-                }
+                e if e.is_retryable() => CheckpointError::Transient(e.to_string()),
+                StoreError::Locked { .. } => CheckpointError::Transient(e.to_string()),
+                e => CheckpointError::Rejected(e.to_string()),
             })
     }
 }

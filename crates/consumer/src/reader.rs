@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
-use kinesis_connectors_core::{RetryPolicy, SequenceNumber, ShardId};
+use kinesis_connectors_core::{Position, Record, RetryPolicy, SequenceNumber, ShardId};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, GET_RECORDS_MAX_LIMIT, IteratorStart};
 use crate::error::{ConsumerError, KinesisError};
+use crate::kpl;
 use crate::position::Checkpoint;
 use crate::processor::{Checkpointer, ProcessRecordsInput, ShardRecordProcessor};
 
@@ -65,18 +66,72 @@ pub enum ReadOutcome {
     Cancelled,
 }
 
-/// Where an iterator starts for a stored checkpoint; `None` for a shard already ended.
-pub fn iterator_start(checkpoint: &Checkpoint) -> Option<IteratorStart> {
+/// Where an iterator starts for a stored checkpoint, and the position up to which records are to be
+/// skipped; `None` for a shard already ended.
+///
+/// A checkpoint inside a KPL aggregate (or at its first user record) cannot be resumed with
+/// `AFTER_SEQUENCE_NUMBER`, which would skip the rest of the aggregate: every sequence checkpoint is
+/// resumed `AT_SEQUENCE_NUMBER` and the records at or before the checkpointed position are dropped —
+/// one re-read record, never a lost one.
+pub fn iterator_start(checkpoint: &Checkpoint) -> Option<(IteratorStart, Option<Position>)> {
     Some(match checkpoint {
-        Checkpoint::TrimHorizon => IteratorStart::TrimHorizon,
-        Checkpoint::Latest => IteratorStart::Latest,
-        Checkpoint::AtTimestamp { timestamp } => IteratorStart::AtTimestamp(*timestamp),
-        Checkpoint::AtSequence { sequence } => IteratorStart::AtSequence(sequence.clone()),
-        Checkpoint::Sequence { position } => {
-            IteratorStart::AfterSequence(position.sequence.clone())
-        }
+        Checkpoint::TrimHorizon => (IteratorStart::TrimHorizon, None),
+        Checkpoint::Latest => (IteratorStart::Latest, None),
+        Checkpoint::AtTimestamp { timestamp } => (IteratorStart::AtTimestamp(*timestamp), None),
+        Checkpoint::AtSequence { sequence } => (IteratorStart::AtSequence(sequence.clone()), None),
+        Checkpoint::Sequence { position } => (
+            IteratorStart::AtSequence(position.sequence.clone()),
+            Some(position.clone()),
+        ),
         Checkpoint::ShardEnd => return None,
     })
+}
+
+/// Turns a page of Kinesis records into user records: KPL aggregates are expanded (sub-records outside
+/// the shard's hash range dropped, as the KCL does), and records at or before `skip` are dropped.
+pub(crate) fn user_records(
+    records: Vec<Record>,
+    hash_range: Option<(u128, u128)>,
+    skip: Option<&Position>,
+    shard: &ShardId,
+) -> Vec<Record> {
+    let mut out = Vec::with_capacity(records.len());
+    let mut discarded = 0usize;
+    for r in records {
+        match kpl::deaggregate(&r.data) {
+            Ok(users) => {
+                for (i, u) in users.into_iter().enumerate() {
+                    if let Some((lo, hi)) = hash_range {
+                        let h = u.hash_key();
+                        if h < lo || h > hi {
+                            discarded += 1;
+                            continue;
+                        }
+                    }
+                    out.push(Record {
+                        data: u.data,
+                        partition_key: Arc::from(u.partition_key),
+                        position: Position::new(r.position.sequence.clone(), i as u64),
+                        approximate_arrival: r.approximate_arrival,
+                        shard_id: r.shard_id.clone(),
+                        stream: r.stream.clone(),
+                    });
+                }
+            }
+            Err(kpl::NotAggregate::Plain) => out.push(r),
+            Err(why) => {
+                tracing::warn!(shard = %shard, sequence = %r.position.sequence, reason = ?why, "KPL aggregate unreadable; delivered as a plain record");
+                out.push(r);
+            }
+        }
+    }
+    if discarded > 0 {
+        tracing::debug!(shard = %shard, discarded, "KPL user records outside the shard's hash-key range discarded (the KPL re-sent them to their shard)");
+    }
+    if let Some(skip) = skip {
+        out.retain(|r| r.position > *skip);
+    }
+    out
 }
 
 /// Everything a shard reader needs.
@@ -85,6 +140,7 @@ pub(crate) struct ShardReader<'a> {
     pub(crate) stream: &'a Arc<str>,
     pub(crate) shard: &'a ShardId,
     pub(crate) settings: &'a ReaderSettings,
+    pub(crate) hash_range: Option<(u128, u128)>,
     pub(crate) until_tip: bool,
     pub(crate) cancel: &'a CancellationToken,
 }
@@ -106,7 +162,7 @@ impl ShardReader<'_> {
         processor: &mut dyn ShardRecordProcessor,
         checkpointer: &Checkpointer,
     ) -> Result<ReadOutcome, ConsumerError> {
-        let Some(first) = iterator_start(checkpoint) else {
+        let Some((first, mut skip)) = iterator_start(checkpoint) else {
             return Ok(ReadOutcome::ShardEnd);
         };
         let Some(mut iterator) = self.iterator(&first).await? else {
@@ -162,12 +218,18 @@ impl ShardReader<'_> {
             };
             let empty = page.records.is_empty();
             let at_tip = empty && page.millis_behind_latest.unwrap_or(0) == 0;
-            if let Some(last) = page.records.last() {
-                last_read = Some(last.position.sequence.clone());
+            let last_sequence = page.records.last().map(|r| r.position.sequence.clone());
+            let records = user_records(page.records, self.hash_range, skip.as_ref(), self.shard);
+            if let Some(last) = last_sequence {
+                // Past the checkpointed record, nothing more needs skipping.
+                if skip.as_ref().is_some_and(|s| last > s.sequence) {
+                    skip = None;
+                }
+                last_read = Some(last);
             }
-            if !empty {
+            if !records.is_empty() {
                 let input = ProcessRecordsInput {
-                    records: page.records,
+                    records,
                     millis_behind_latest: page.millis_behind_latest,
                 };
                 tokio::select! {

@@ -72,11 +72,6 @@ pub fn leaf_shards(shards: &[ShardInfo]) -> Vec<&ShardInfo> {
     shards.iter().filter(|s| s.is_open()).collect()
 }
 
-/// Parents of `shard` that are still in the listing (expired parents are gone and need no waiting).
-pub(crate) fn live_parents<'a>(shard: &'a ShardInfo, known: &HashSet<&str>) -> Vec<&'a str> {
-    shard.parents().filter(|p| known.contains(p)).collect()
-}
-
 /// Shards ordered so that every parent comes before its children.
 pub fn parents_first(shards: &[ShardInfo]) -> Vec<&ShardInfo> {
     let by_id: HashMap<&str, &ShardInfo> =
@@ -142,8 +137,5 @@ mod tests {
             .map(|s| s.shard_id.clone())
             .collect();
         assert_eq!(leaves, ["s3", "s4"]);
-        let known: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
-        assert_eq!(live_parents(&shards[4], &known), Vec::<&str>::new());
-        assert_eq!(live_parents(&shards[0], &known), vec!["s1", "s2"]);
     }
 }

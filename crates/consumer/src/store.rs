@@ -1,13 +1,12 @@
-//! Checkpoint stores: where each shard's progress survives restarts.
+//! The embedded lease store: one JSON file per pipeline, for a single process.
 //!
-//! [`CheckpointStore`] is what the worker needs; the embedded [`FileCheckpointStore`] (the default) keeps
-//! one JSON file per pipeline, written atomically (temporary file, `fsync`, rename, directory `fsync`) and
-//! locked against a second process. The DynamoDB lease table implements the same trait to scale out.
+//! The file is written atomically (temporary file, `fsync`, rename, directory `fsync`) and locked with
+//! `flock` so a second process on the same file is refused. The one process owns every lease; renewals
+//! are free and nothing expires. To share a stream between processes use the DynamoDB lease table.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,58 +14,70 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use crate::error::StoreError;
+use crate::lease::{Lease, LeaseStore};
 use crate::position::Checkpoint;
 
-/// What the store knows of one shard.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardState {
-    /// Where reading resumes.
+/// A lease as the file keeps it (the shard id is the map key).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct FileLease {
     #[serde(flatten)]
-    pub checkpoint: Checkpoint,
-    /// The shard's parents, as known when the entry was created.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub parents: Vec<String>,
-    /// When the checkpoint last changed.
-    pub updated_at: DateTime<Utc>,
-    /// The worker holding the shard, for stores with leases.
+    checkpoint: Checkpoint,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
+    owner: Option<String>,
+    #[serde(default)]
+    counter: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    parents: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    children: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hash_range: Option<(String, String)>,
+    #[serde(default)]
+    owner_switches: u64,
+    updated_at: Option<DateTime<Utc>>,
 }
 
-/// Persistent per-shard checkpoints of one pipeline.
-#[async_trait]
-pub trait CheckpointStore: Send + Sync {
-    /// Every shard entry.
-    async fn load(&self) -> Result<BTreeMap<String, ShardState>, StoreError>;
+impl FileLease {
+    fn into_lease(self, shard_id: String) -> Lease {
+        Lease {
+            shard_id,
+            owner: self.owner,
+            counter: self.counter,
+            checkpoint: self.checkpoint,
+            owner_switches: self.owner_switches,
+            parents: self.parents,
+            children: self.children,
+            hash_range: self.hash_range,
+            updated_at: self.updated_at,
+        }
+    }
 
-    /// Creates the entry of a newly discovered shard unless one exists.
-    async fn create(
-        &self,
-        shard: &str,
-        checkpoint: Checkpoint,
-        parents: Vec<String>,
-    ) -> Result<(), StoreError>;
-
-    /// Moves a shard's checkpoint forward. A checkpoint that does not move forward (see
-    /// [`Checkpoint::may_replace`]) is ignored when equal and refused when older.
-    async fn checkpoint(&self, shard: &str, checkpoint: Checkpoint) -> Result<(), StoreError>;
-
-    /// Where the store lives, for logs and `status`.
-    fn describe(&self) -> String;
+    fn from_lease(l: &Lease) -> Self {
+        Self {
+            checkpoint: l.checkpoint.clone(),
+            owner: l.owner.clone(),
+            counter: l.counter,
+            parents: l.parents.clone(),
+            children: l.children.clone(),
+            hash_range: l.hash_range.clone(),
+            owner_switches: l.owner_switches,
+            updated_at: l.updated_at,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct FileContents {
     version: u32,
     stream: String,
-    shards: BTreeMap<String, ShardState>,
+    shards: BTreeMap<String, FileLease>,
 }
 
-/// The embedded store: one JSON file per pipeline; see the module documentation.
+/// The embedded store; see the module documentation.
 pub struct FileCheckpointStore {
     path: PathBuf,
     stream: String,
-    state: Mutex<BTreeMap<String, ShardState>>,
+    state: Mutex<BTreeMap<String, FileLease>>,
     _lock: std::fs::File,
 }
 
@@ -78,24 +89,26 @@ impl std::fmt::Debug for FileCheckpointStore {
     }
 }
 
+fn io_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
 impl FileCheckpointStore {
     /// Opens (or creates) the store at `path` for `stream`, taking an exclusive lock on `path.lock`.
     pub fn open(path: impl Into<PathBuf>, stream: &str) -> Result<Self, StoreError> {
         let path = path.into();
-        let io = |e: std::io::Error| StoreError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            std::fs::create_dir_all(dir).map_err(|e| io_error(&path, e))?;
         }
-        let lock_path = lock_path(&path);
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&lock_path)
-            .map_err(io)?;
+            .open(lock_path(&path))
+            .map_err(|e| io_error(&path, e))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -103,17 +116,17 @@ impl FileCheckpointStore {
                     path: path.display().to_string(),
                 });
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path, e)),
         }
         let shards = match Self::read(&path)? {
-            Some(contents) if contents.stream != stream => {
+            Some(c) if c.stream != stream => {
                 return Err(StoreError::WrongStream {
                     path: path.display().to_string(),
-                    found: contents.stream,
+                    found: c.stream,
                     expected: stream.to_owned(),
                 });
             }
-            Some(contents) => contents.shards,
+            Some(c) => c.shards,
             None => BTreeMap::new(),
         };
         Ok(Self {
@@ -125,27 +138,24 @@ impl FileCheckpointStore {
     }
 
     /// Reads a store file without locking it (for `status` and tests); `None` if it does not exist.
-    pub fn read_file(path: &Path) -> Result<Option<BTreeMap<String, ShardState>>, StoreError> {
-        Ok(Self::read(path)?.map(|c| c.shards))
+    pub fn read_file(path: &Path) -> Result<Option<BTreeMap<String, Lease>>, StoreError> {
+        Ok(Self::read(path)?.map(|c| {
+            c.shards
+                .into_iter()
+                .map(|(k, v)| (k.clone(), v.into_lease(k)))
+                .collect()
+        }))
     }
 
     fn read(path: &Path) -> Result<Option<FileContents>, StoreError> {
         let text = match std::fs::read(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(StoreError::Io {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                });
-            }
+            Err(e) => return Err(io_error(path, e)),
         };
         serde_json::from_slice(&text)
             .map(Some)
-            .map_err(|e| StoreError::Io {
-                path: path.display().to_string(),
-                message: format!("not a checkpoint file: {e}"),
-            })
+            .map_err(|e| io_error(path, format!("not a checkpoint file: {e}")))
     }
 
     /// The store's file.
@@ -153,26 +163,33 @@ impl FileCheckpointStore {
         &self.path
     }
 
-    async fn persist(&self, shards: &BTreeMap<String, ShardState>) -> Result<(), StoreError> {
+    async fn persist(&self, shards: &BTreeMap<String, FileLease>) -> Result<(), StoreError> {
         let contents = FileContents {
             version: 1,
             stream: self.stream.clone(),
             shards: shards.clone(),
         };
-        let path = self.path.clone();
-        let text = serde_json::to_vec_pretty(&contents).map_err(|e| StoreError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let target = path.clone();
+        let text = serde_json::to_vec_pretty(&contents).map_err(|e| io_error(&self.path, e))?;
+        let target = self.path.clone();
         tokio::task::spawn_blocking(move || write_atomically(&target, &text))
             .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(|message| StoreError::Io {
-                path: path.display().to_string(),
-                message,
-            })
+            .map_err(|e| io_error(&self.path, e))?
+            .map_err(|e| io_error(&self.path, e))
+    }
+
+    /// Applies `change` to a copy of the state, persists it, then installs it.
+    async fn update<T>(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, FileLease>) -> Result<(T, bool), StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut state = self.state.lock().await;
+        let mut next = state.clone();
+        let (out, dirty) = change(&mut next)?;
+        if dirty {
+            self.persist(&next).await?;
+            *state = next;
+        }
+        Ok(out)
     }
 }
 
@@ -206,90 +223,133 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 }
 
 #[async_trait]
-impl CheckpointStore for FileCheckpointStore {
-    async fn load(&self) -> Result<BTreeMap<String, ShardState>, StoreError> {
-        Ok(self.state.lock().await.clone())
+impl LeaseStore for FileCheckpointStore {
+    async fn list(&self) -> Result<Vec<Lease>, StoreError> {
+        let state = self.state.lock().await;
+        Ok(state
+            .iter()
+            .map(|(k, v)| v.clone().into_lease(k.clone()))
+            .collect())
     }
 
-    async fn create(
+    async fn create(&self, lease: &Lease) -> Result<bool, StoreError> {
+        self.update(|s| {
+            if s.contains_key(&lease.shard_id) {
+                return Ok((false, false));
+            }
+            let mut l = FileLease::from_lease(lease);
+            l.updated_at = Some(Utc::now());
+            s.insert(lease.shard_id.clone(), l);
+            Ok((true, true))
+        })
+        .await
+    }
+
+    async fn take(
         &self,
         shard: &str,
-        checkpoint: Checkpoint,
-        parents: Vec<String>,
-    ) -> Result<(), StoreError> {
-        let mut state = self.state.lock().await;
-        if state.contains_key(shard) {
-            return Ok(());
-        }
-        let mut next = state.clone();
-        next.insert(
-            shard.to_owned(),
-            ShardState {
-                checkpoint,
-                parents,
-                updated_at: Utc::now(),
-                owner: None,
-            },
-        );
-        self.persist(&next).await?;
-        *state = next;
-        Ok(())
+        expected: u64,
+        owner: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        self.update(|s| match s.get_mut(shard) {
+            Some(l) if l.counter == expected => {
+                l.counter += 1;
+                if l.owner.as_deref() != Some(owner) {
+                    l.owner_switches += 1;
+                }
+                l.owner = Some(owner.to_owned());
+                Ok((Some(l.counter), true))
+            }
+            _ => Ok((None, false)),
+        })
+        .await
     }
 
-    async fn checkpoint(&self, shard: &str, checkpoint: Checkpoint) -> Result<(), StoreError> {
-        let mut state = self.state.lock().await;
-        if let Some(current) = state.get(shard) {
-            if current.checkpoint == checkpoint {
-                return Ok(());
+    async fn renew(
+        &self,
+        shard: &str,
+        expected: u64,
+        owner: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        // One process owns the file: nothing to renew against; confirm the lease is still ours.
+        let state = self.state.lock().await;
+        Ok(state
+            .get(shard)
+            .filter(|l| l.counter == expected && l.owner.as_deref() == Some(owner))
+            .map(|l| l.counter))
+    }
+
+    async fn release(&self, shard: &str, expected: u64, owner: &str) -> Result<bool, StoreError> {
+        self.update(|s| match s.get_mut(shard) {
+            Some(l) if l.counter == expected && l.owner.as_deref() == Some(owner) => {
+                l.owner = None;
+                l.counter += 1;
+                Ok((true, true))
             }
-            if !checkpoint.may_replace(&current.checkpoint) {
-                return Err(StoreError::Rejected {
-                    shard: shard.to_owned(),
-                    message: format!(
-                        "{checkpoint} does not follow the stored {}",
-                        current.checkpoint
-                    ),
-                });
+            _ => Ok((false, false)),
+        })
+        .await
+    }
+
+    async fn checkpoint(
+        &self,
+        shard: &str,
+        expected: u64,
+        owner: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<Option<u64>, StoreError> {
+        self.update(|s| match s.get_mut(shard) {
+            Some(l) if l.counter == expected && l.owner.as_deref() == Some(owner) => {
+                if l.checkpoint == *checkpoint {
+                    return Ok((Some(l.counter), false));
+                }
+                if !checkpoint.may_replace(&l.checkpoint) {
+                    return Err(StoreError::Rejected {
+                        shard: shard.to_owned(),
+                        message: format!(
+                            "{checkpoint} does not follow the stored {}",
+                            l.checkpoint
+                        ),
+                    });
+                }
+                l.checkpoint = checkpoint.clone();
+                l.owner_switches = 0;
+                l.updated_at = Some(Utc::now());
+                Ok((Some(l.counter), true))
             }
-        }
-        let mut next = state.clone();
-        let entry = next.entry(shard.to_owned()).or_insert_with(|| ShardState {
-            checkpoint: checkpoint.clone(),
-            parents: Vec::new(),
-            updated_at: Utc::now(),
-            owner: None,
-        });
-        entry.checkpoint = checkpoint;
-        entry.updated_at = Utc::now();
-        self.persist(&next).await?;
-        *state = next;
-        Ok(())
+            _ => Ok((None, false)),
+        })
+        .await
+    }
+
+    async fn set_children(&self, shard: &str, children: &[String]) -> Result<(), StoreError> {
+        self.update(|s| match s.get_mut(shard) {
+            Some(l) if l.children != children => {
+                l.children = children.to_vec();
+                Ok(((), true))
+            }
+            _ => Ok(((), false)),
+        })
+        .await
+    }
+
+    async fn delete_ended(&self, shard: &str) -> Result<(), StoreError> {
+        self.update(|s| {
+            let ended = s.get(shard).is_some_and(|l| l.checkpoint.is_shard_end());
+            if ended {
+                s.remove(shard);
+            }
+            Ok(((), ended))
+        })
+        .await
+    }
+
+    fn is_shared(&self) -> bool {
+        false
     }
 
     fn describe(&self) -> String {
         format!("file:{}", self.path.display())
-    }
-}
-
-/// Lets an `Arc` of a store be used where a store is expected.
-#[async_trait]
-impl<S: CheckpointStore + ?Sized> CheckpointStore for Arc<S> {
-    async fn load(&self) -> Result<BTreeMap<String, ShardState>, StoreError> {
-        (**self).load().await
-    }
-    async fn create(
-        &self,
-        shard: &str,
-        checkpoint: Checkpoint,
-        parents: Vec<String>,
-    ) -> Result<(), StoreError> {
-        (**self).create(shard, checkpoint, parents).await
-    }
-    async fn checkpoint(&self, shard: &str, checkpoint: Checkpoint) -> Result<(), StoreError> {
-        (**self).checkpoint(shard, checkpoint).await
-    }
-    fn describe(&self) -> String {
-        (**self).describe()
     }
 }
 
@@ -305,42 +365,82 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn checkpoints_survive_reopening_and_only_move_forward() {
+    async fn leases_survive_reopening_and_checkpoints_only_move_forward() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.checkpoints.json");
         {
             let store = FileCheckpointStore::open(&path, "s").unwrap();
-            store
-                .create("a", Checkpoint::TrimHorizon, vec![])
+            assert!(
+                store
+                    .create(&Lease::new("a", Checkpoint::TrimHorizon, vec![], None))
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                store
+                    .create(&Lease::new(
+                        "b",
+                        Checkpoint::TrimHorizon,
+                        vec!["a".into()],
+                        None
+                    ))
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .create(&Lease::new("a", Checkpoint::ShardEnd, vec![], None))
+                    .await
+                    .unwrap()
+            );
+            let c = store.take("a", 0, "me").await.unwrap().unwrap();
+            assert_eq!(
+                store.take("a", 0, "other").await.unwrap(),
+                None,
+                "stale counter"
+            );
+            let c = store
+                .checkpoint("a", c, "me", &seq(10))
                 .await
+                .unwrap()
                 .unwrap();
-            store
-                .create("b", Checkpoint::TrimHorizon, vec!["a".into()])
-                .await
-                .unwrap();
-            store.checkpoint("a", seq(10)).await.unwrap();
-            store.checkpoint("a", seq(10)).await.unwrap();
             assert!(matches!(
-                store.checkpoint("a", seq(9)).await,
+                store.checkpoint("a", c, "me", &seq(9)).await,
                 Err(StoreError::Rejected { .. })
             ));
-            store.checkpoint("a", Checkpoint::ShardEnd).await.unwrap();
-            // create does not overwrite
+            assert_eq!(
+                store.checkpoint("a", c, "other", &seq(11)).await.unwrap(),
+                None,
+                "not the owner"
+            );
             store
-                .create("a", Checkpoint::TrimHorizon, vec![])
+                .checkpoint("a", c, "me", &Checkpoint::ShardEnd)
                 .await
+                .unwrap()
                 .unwrap();
-            // a second process is refused while the first holds the store
             assert!(matches!(
                 FileCheckpointStore::open(&path, "s"),
                 Err(StoreError::Locked { .. })
             ));
         }
         let store = FileCheckpointStore::open(&path, "s").unwrap();
-        let all = store.load().await.unwrap();
+        let all: BTreeMap<String, Lease> = store
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.shard_id.clone(), l))
+            .collect();
         assert_eq!(all["a"].checkpoint, Checkpoint::ShardEnd);
+        assert_eq!(all["a"].owner.as_deref(), Some("me"));
         assert_eq!(all["b"].parents, vec!["a".to_string()]);
-        assert!(FileCheckpointStore::open(dir.path().join("q.json"), "s").is_ok());
+        store.delete_ended("a").await.unwrap();
+        store.delete_ended("b").await.unwrap();
+        assert_eq!(
+            store.list().await.unwrap().len(),
+            1,
+            "only the ended lease is deleted"
+        );
         drop(store);
         assert!(matches!(
             FileCheckpointStore::open(&path, "other"),

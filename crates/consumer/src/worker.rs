@@ -1,35 +1,48 @@
-//! The worker: discovers a stream's shards, decides where each starts, runs one reader per shard, and
-//! starts a child shard only after its parents were read to their end and delivered.
+//! The worker: shares a stream's shards with other workers through leases, reads the shards it holds,
+//! and starts a child shard only after its parents were read to their end and delivered.
+//!
+//! Every `take_interval` the worker scans the lease table: leases it holds but another worker now owns
+//! are lost (their shard is dropped at once, without checkpointing); expired or unowned leases are taken
+//! up to an even share, then leases are stolen from busier workers one at a time ([`plan_takes`]). Held
+//! leases are renewed every `renew_interval`; a failed renewal also means the lease is lost.
 //!
 //! Shard discovery (`ListShards`) runs at start, every `shard_sync_interval`, and at once whenever a
-//! shard ends, so children are picked up without waiting. A newly seen shard gets a store entry before it
-//! is read:
+//! shard ends. A newly seen shard gets a lease before anyone reads it:
 //!
-//! * a child of a shard this pipeline has already tracked starts at TRIM_HORIZON (nothing lost across a
-//!   reshard);
+//! * a child of a shard already in the table starts at TRIM_HORIZON (nothing lost across a reshard);
 //! * otherwise the configured initial position applies; with `latest`, a shard that is already closed is
-//!   skipped (marked ended) and an open one starts at the time the worker started, stored as
-//!   AT_TIMESTAMP, so that a restart before its first checkpoint skips nothing.
+//!   skipped (its lease is created ended) and an open one starts at the time the worker started, stored
+//!   as AT_TIMESTAMP, so a restart before its first checkpoint skips nothing.
+//!
+//! A finished parent's lease is deleted once each of its children has checkpointed progress.
+//!
+//! On shutdown the worker stops fetching, lets every shard deliver and checkpoint, then releases its
+//! leases (owner cleared) so other workers take them at once instead of after the failover time.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use chrono::{DateTime, Utc};
 use kinesis_connectors_core::ShardId;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::error::ConsumerError;
+use crate::lease::{
+    DEFAULT_FAILOVER_TIME, ExpiryClock, HeldLease, Lease, LeaseSettings, LeaseStore, LeaseView,
+    plan_takes,
+};
 use crate::position::{Checkpoint, InitialPosition};
 use crate::processor::{
     Checkpointer, InitializationInput, ShardRecordProcessorFactory, ShutdownReason,
 };
 use crate::reader::{ReadOutcome, ReaderSettings, ShardReader};
-use crate::shard::{ShardInfo, live_parents, parents_first};
-use crate::store::{CheckpointStore, ShardState};
+use crate::shard::{ShardInfo, parents_first};
 
 /// Default time between shard discoveries.
 pub const DEFAULT_SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
@@ -45,9 +58,11 @@ pub struct WorkerSettings {
     pub reader: ReaderSettings,
     /// Time between shard discoveries.
     pub shard_sync_interval: Duration,
-    /// Stop each shard at its tip, and the worker once every shard is at its tip or ended (for batch
-    /// runs, the demo and tests) instead of following the stream.
+    /// Stop each shard at its tip, and the worker once every shard it can read is at its tip or ended
+    /// (for batch runs, the demo and tests) instead of following the stream.
     pub until_tip: bool,
+    /// Lease timing and this worker's identity.
+    pub leases: LeaseSettings,
 }
 
 impl WorkerSettings {
@@ -59,24 +74,36 @@ impl WorkerSettings {
             reader: ReaderSettings::default(),
             shard_sync_interval: DEFAULT_SHARD_SYNC_INTERVAL,
             until_tip: false,
+            leases: LeaseSettings::new(LeaseSettings::default_worker_id(), DEFAULT_FAILOVER_TIME),
         }
     }
 }
 
-/// Reads every shard of one stream in this process; see the module documentation.
+/// Reads the shards of one stream this worker holds leases on; see the module documentation.
 pub struct Worker {
     client: Client,
     settings: WorkerSettings,
-    store: Arc<dyn CheckpointStore>,
+    store: Arc<dyn LeaseStore>,
     factory: Arc<dyn ShardRecordProcessorFactory>,
 }
 
+struct RunningShard {
+    cancel: CancellationToken,
+    abandon: Arc<AtomicBool>,
+}
+
+/// What one scan of the table produced.
+struct Scan {
+    leases: BTreeMap<String, Lease>,
+    expired: HashSet<String>,
+}
+
 impl Worker {
-    /// A worker reading with `client`, checkpointing in `store`, processing with `factory`'s processors.
+    /// A worker reading with `client`, leasing through `store`, processing with `factory`'s processors.
     pub fn new(
         client: Client,
         settings: WorkerSettings,
-        store: Arc<dyn CheckpointStore>,
+        store: Arc<dyn LeaseStore>,
         factory: Arc<dyn ShardRecordProcessorFactory>,
     ) -> Self {
         Self {
@@ -87,43 +114,143 @@ impl Worker {
         }
     }
 
-    /// Runs until `cancel` fires (or, with `until_tip`, until every shard is at its tip or ended). On the
-    /// way out every shard's processor is shut down with [`ShutdownReason::Requested`].
+    /// This worker's id in the lease table.
+    pub fn worker_id(&self) -> &str {
+        &self.settings.leases.worker_id
+    }
+
+    /// Runs until `cancel` fires (or, with `until_tip`, until there is nothing left to read); on the way
+    /// out every shard's processor is shut down with [`ShutdownReason::Requested`] and the leases are
+    /// released.
     pub async fn run(&self, cancel: CancellationToken) -> Result<(), ConsumerError> {
         let started_at = Utc::now();
+        let me = self.settings.leases.worker_id.clone();
         let stream: Arc<str> = Arc::from(self.settings.stream.as_str());
-        let shard_cancel = cancel.child_token();
-        let mut tasks: JoinSet<(String, Result<ReadOutcome, ConsumerError>)> = JoinSet::new();
-        let mut running: HashSet<String> = HashSet::new();
+        let mut held: HashMap<String, Arc<HeldLease>> = HashMap::new();
+        let mut running: HashMap<String, RunningShard> = HashMap::new();
         let mut done: HashSet<String> = HashSet::new();
+        let mut tasks: JoinSet<(String, Result<ReadOutcome, ConsumerError>)> = JoinSet::new();
+        let mut clock = ExpiryClock::default();
+        let mut hash_ranges: HashMap<String, (u128, u128)> = HashMap::new();
+        let mut next_sync = Instant::now();
+        let mut next_renew = Instant::now() + self.settings.leases.renew_interval;
         let mut result = Ok(());
+        tracing::info!(stream = %stream, worker = %me, store = %self.store.describe(), "worker started");
         loop {
-            match self.startable(&running, &done, started_at, &cancel).await {
-                Ok(start) => {
-                    for (shard, checkpoint) in start {
-                        tracing::info!(stream = %stream, shard = %shard, from = %checkpoint, "starting shard");
-                        running.insert(shard.clone());
-                        let task = ShardTask {
-                            client: self.client.clone(),
-                            stream: stream.clone(),
-                            shard: Arc::from(shard.as_str()),
-                            checkpoint,
-                            settings: self.settings.reader.clone(),
-                            until_tip: self.settings.until_tip,
-                            store: self.store.clone(),
-                            factory: self.factory.clone(),
-                            cancel: shard_cancel.clone(),
-                        };
-                        tasks.spawn(async move { (shard, task.run().await) });
+            let now = Instant::now();
+            if now >= next_sync {
+                match self.sync_shards(started_at, &cancel).await {
+                    Ok(ranges) => hash_ranges = ranges,
+                    Err(_) if cancel.is_cancelled() => break,
+                    Err(e) if is_retryable(&e) => {
+                        tracing::warn!(stream = %stream, error = %e, "shard sync failed; will retry")
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
                     }
                 }
-                Err(_) if cancel.is_cancelled() => break,
+                next_sync = now + self.settings.shard_sync_interval;
+            }
+            let scan = match self.scan(&mut clock).await {
+                Ok(s) => s,
+                Err(e) if is_retryable(&e) => {
+                    tracing::warn!(stream = %stream, error = %e, "lease scan failed; will retry");
+                    if wait(&cancel, self.settings.leases.take_interval).await {
+                        break;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     result = Err(e);
                     break;
                 }
+            };
+            // Leases another worker took from us.
+            for (shard, lease) in &scan.leases {
+                if held.contains_key(shard)
+                    && lease.owner.as_deref() != Some(&me)
+                    && !lease.checkpoint.is_shard_end()
+                {
+                    tracing::warn!(shard = %shard, new_owner = ?lease.owner, "lease taken by another worker; dropping the shard");
+                    if let Some(r) = running.get(shard) {
+                        r.abandon.store(true, Ordering::SeqCst);
+                        r.cancel.cancel();
+                    }
+                    held.remove(shard);
+                }
             }
-            if self.settings.until_tip && running.is_empty() {
+            if now >= next_renew {
+                next_renew = now + self.settings.leases.renew_interval;
+                let renewals = held.values().map(|h| {
+                    let h = h.clone();
+                    async move { (h.shard().to_owned(), h.renew().await) }
+                });
+                for (shard, renewed) in futures::future::join_all(renewals).await {
+                    match renewed {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            if let Some(r) = running.get(&shard) {
+                                r.abandon.store(true, Ordering::SeqCst);
+                                r.cancel.cancel();
+                            }
+                            held.remove(&shard);
+                        }
+                        Err(e) => {
+                            tracing::warn!(shard = %shard, error = %e, "lease renewal failed; will retry")
+                        }
+                    }
+                }
+            }
+            if !cancel.is_cancelled() {
+                self.take_leases(&me, &scan, &mut held).await;
+            }
+            // Start reading held shards whose parents are done.
+            for (shard, lease) in &scan.leases {
+                let Some(h) = held.get(shard) else { continue };
+                if running.contains_key(shard)
+                    || done.contains(shard)
+                    || lease.checkpoint.is_shard_end()
+                    || cancel.is_cancelled()
+                {
+                    continue;
+                }
+                let parents_done = lease.parents.iter().all(|p| {
+                    scan.leases
+                        .get(p)
+                        .is_none_or(|pl| pl.checkpoint.is_shard_end())
+                });
+                if !parents_done {
+                    continue;
+                }
+                tracing::info!(stream = %stream, shard = %shard, from = %lease.checkpoint, "starting shard");
+                let token = cancel.child_token();
+                let abandon = Arc::new(AtomicBool::new(false));
+                running.insert(
+                    shard.clone(),
+                    RunningShard {
+                        cancel: token.clone(),
+                        abandon: abandon.clone(),
+                    },
+                );
+                let task = ShardTask {
+                    client: self.client.clone(),
+                    stream: stream.clone(),
+                    shard: Arc::from(shard.as_str()),
+                    checkpoint: lease.checkpoint.clone(),
+                    hash_range: hash_ranges.get(shard).copied(),
+                    settings: self.settings.reader.clone(),
+                    until_tip: self.settings.until_tip,
+                    lease: h.clone(),
+                    factory: self.factory.clone(),
+                    cancel: token,
+                    abandon,
+                };
+                let name = shard.clone();
+                tasks.spawn(async move { (name, task.run().await) });
+            }
+            if self.settings.until_tip && running.is_empty() && self.nothing_left(&me, &scan, &done)
+            {
                 tracing::info!(stream = %stream, "every shard is at its tip or ended");
                 break;
             }
@@ -137,10 +264,19 @@ impl Worker {
                     };
                     running.remove(&shard);
                     match outcome {
-                        Ok(ReadOutcome::ShardEnd) | Ok(ReadOutcome::AtTip) => {
+                        Ok(ReadOutcome::ShardEnd) => {
+                            done.insert(shard.clone());
+                            held.remove(&shard);
+                            next_sync = Instant::now();
+                        }
+                        Ok(ReadOutcome::AtTip) => {
                             done.insert(shard);
                         }
-                        Ok(ReadOutcome::Cancelled) => {}
+                        Ok(ReadOutcome::Cancelled) => {
+                            if held.get(&shard).is_some_and(|h| h.is_lost()) {
+                                held.remove(&shard);
+                            }
+                        }
                         Err(e) => {
                             tracing::error!(shard = %shard, error = %e, "shard failed; stopping the worker");
                             result = Err(e);
@@ -148,10 +284,12 @@ impl Worker {
                         }
                     }
                 }
-                () = tokio::time::sleep(self.settings.shard_sync_interval) => {}
+                () = tokio::time::sleep(self.settings.leases.take_interval) => {}
             }
         }
-        shard_cancel.cancel();
+        for r in running.values() {
+            r.cancel.cancel();
+        }
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok((shard, Err(e))) => {
@@ -162,50 +300,189 @@ impl Worker {
                 Err(_) => {}
             }
         }
+        // Graceful hand-off: everything read is delivered and checkpointed; free the leases now.
+        if self.store.is_shared() {
+            for h in held.values() {
+                match h.release().await {
+                    Ok(true) => tracing::info!(shard = %h.shard(), "lease released"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(shard = %h.shard(), error = %e, "lease release failed; it expires after the failover time")
+                    }
+                }
+            }
+        }
         result
     }
 
-    /// Lists shards, creates store entries for new ones, and returns those ready to start.
-    async fn startable(
+    /// Whether this worker has nothing more to read: every lease it could read is done, ended, or held
+    /// by another live worker.
+    fn nothing_left(&self, me: &str, scan: &Scan, done: &HashSet<String>) -> bool {
+        scan.leases.values().all(|l| {
+            l.checkpoint.is_shard_end()
+                || done.contains(&l.shard_id)
+                || (l.owner.as_deref().is_some_and(|o| o != me)
+                    && !scan.expired.contains(&l.shard_id))
+        })
+    }
+
+    async fn scan(&self, clock: &mut ExpiryClock) -> Result<Scan, ConsumerError> {
+        let list = self.store.list().await?;
+        let expired: HashSet<String> = if self.store.is_shared() {
+            clock
+                .observe(&list, Instant::now(), self.settings.leases.failover_time)
+                .into_iter()
+                .collect()
+        } else {
+            // One process owns the embedded store: whatever a previous run held is ours.
+            list.iter().map(|l| l.shard_id.clone()).collect()
+        };
+        Ok(Scan {
+            leases: list.into_iter().map(|l| (l.shard_id.clone(), l)).collect(),
+            expired,
+        })
+    }
+
+    async fn take_leases(&self, me: &str, scan: &Scan, held: &mut HashMap<String, Arc<HeldLease>>) {
+        let views: Vec<LeaseView> = scan
+            .leases
+            .values()
+            .filter(|l| !l.checkpoint.is_shard_end())
+            .map(|l| {
+                let mine = held.contains_key(&l.shard_id);
+                LeaseView {
+                    shard: l.shard_id.clone(),
+                    owner: if mine {
+                        Some(me.to_owned())
+                    } else {
+                        l.owner.clone()
+                    },
+                    available: !mine && scan.expired.contains(&l.shard_id),
+                }
+            })
+            .collect();
+        let plan = plan_takes(
+            me,
+            &views,
+            self.settings.leases.max_leases,
+            self.settings.leases.max_steals_per_scan,
+        );
+        for (shard, stolen) in plan
+            .take
+            .iter()
+            .map(|s| (s, false))
+            .chain(plan.steal.iter().map(|s| (s, true)))
+        {
+            let Some(lease) = scan.leases.get(shard) else {
+                continue;
+            };
+            match self.store.take(shard, lease.counter, me).await {
+                Ok(Some(counter)) => {
+                    tracing::info!(shard = %shard, from = ?lease.owner, stolen, "lease taken");
+                    held.insert(
+                        shard.clone(),
+                        HeldLease::new(self.store.clone(), shard, me, counter),
+                    );
+                }
+                Ok(None) => tracing::debug!(shard = %shard, "lease taken by another worker first"),
+                Err(e) => tracing::warn!(shard = %shard, error = %e, "taking a lease failed"),
+            }
+        }
+    }
+
+    /// Lists shards, creates leases for new ones, records children, deletes finished parents' leases.
+    /// Returns each shard's hash-key range.
+    async fn sync_shards(
         &self,
-        running: &HashSet<String>,
-        done: &HashSet<String>,
         started_at: DateTime<Utc>,
         cancel: &CancellationToken,
-    ) -> Result<Vec<(String, Checkpoint)>, ConsumerError> {
+    ) -> Result<HashMap<String, (u128, u128)>, ConsumerError> {
         let stream = &self.settings.stream;
         let shards = api::with_retry(&self.settings.reader.retry, cancel, "ListShards", || {
             api::list_shards(&self.client, stream)
         })
         .await?;
-        let mut stored = self.store.load().await?;
-        let tracked_before: HashSet<String> = stored.keys().cloned().collect();
+        let leases: HashMap<String, Lease> = self
+            .store
+            .list()
+            .await?
+            .into_iter()
+            .map(|l| (l.shard_id.clone(), l))
+            .collect();
+        let tracked: HashSet<&str> = leases.keys().map(String::as_str).collect();
+        let listed: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
         for shard in parents_first(&shards) {
-            if stored.contains_key(&shard.shard_id) {
+            if leases.contains_key(&shard.shard_id) {
                 continue;
             }
-            let checkpoint = self.first_checkpoint(shard, &tracked_before, started_at);
-            let parents: Vec<String> = shard.parents().map(str::to_owned).collect();
-            self.store
-                .create(&shard.shard_id, checkpoint.clone(), parents.clone())
-                .await?;
-            stored.insert(
-                shard.shard_id.clone(),
-                ShardState {
+            let checkpoint = self.first_checkpoint(shard, &tracked, started_at);
+            let parents: Vec<String> = shard
+                .parents()
+                .filter(|p| listed.contains(p) || tracked.contains(p))
+                .map(str::to_owned)
+                .collect();
+            let range = Some((
+                shard.starting_hash_key.clone(),
+                shard.ending_hash_key.clone(),
+            ));
+            if self
+                .store
+                .create(&Lease::new(
+                    shard.shard_id.clone(),
                     checkpoint,
                     parents,
-                    updated_at: Utc::now(),
-                    owner: None,
-                },
-            );
+                    range,
+                ))
+                .await?
+            {
+                tracing::debug!(shard = %shard.shard_id, "lease created");
+            }
         }
-        Ok(ready_shards(&shards, &stored, running, done))
+        // Children of ended shards, and finished parents whose children have all made progress.
+        for (id, lease) in &leases {
+            if !lease.checkpoint.is_shard_end() {
+                continue;
+            }
+            let children: Vec<&ShardInfo> = shards
+                .iter()
+                .filter(|s| s.parents().any(|p| p == id))
+                .collect();
+            let names: Vec<String> = children.iter().map(|c| c.shard_id.clone()).collect();
+            if !names.is_empty() && lease.children != names {
+                self.store.set_children(id, &names).await?;
+            }
+            let children_started = !children.is_empty()
+                && children.iter().all(|c| {
+                    leases.get(&c.shard_id).is_some_and(|l| {
+                        matches!(
+                            l.checkpoint,
+                            Checkpoint::Sequence { .. } | Checkpoint::ShardEnd
+                        )
+                    })
+                });
+            if children_started || !listed.contains(id.as_str()) {
+                self.store.delete_ended(id).await?;
+                tracing::debug!(shard = %id, "finished lease deleted");
+            }
+        }
+        Ok(shards
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s.shard_id.clone(),
+                    (
+                        s.starting_hash_key.parse().ok()?,
+                        s.ending_hash_key.parse().ok()?,
+                    ),
+                ))
+            })
+            .collect())
     }
 
     fn first_checkpoint(
         &self,
         shard: &ShardInfo,
-        tracked: &HashSet<String>,
+        tracked: &HashSet<&str>,
         started_at: DateTime<Utc>,
     ) -> Checkpoint {
         if shard.parents().any(|p| tracked.contains(p)) {
@@ -218,27 +495,20 @@ impl Worker {
     }
 }
 
-/// Shards that are neither running, done nor ended, whose live parents have all ended.
-fn ready_shards(
-    shards: &[ShardInfo],
-    stored: &BTreeMap<String, ShardState>,
-    running: &HashSet<String>,
-    done: &HashSet<String>,
-) -> Vec<(String, Checkpoint)> {
-    let known: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
-    let ended = |id: &str| stored.get(id).is_some_and(|s| s.checkpoint.is_shard_end());
-    parents_first(shards)
-        .into_iter()
-        .filter(|s| {
-            !running.contains(&s.shard_id) && !done.contains(&s.shard_id) && !ended(&s.shard_id)
-        })
-        .filter(|s| live_parents(s, &known).iter().all(|p| ended(p)))
-        .filter_map(|s| {
-            stored
-                .get(&s.shard_id)
-                .map(|st| (s.shard_id.clone(), st.checkpoint.clone()))
-        })
-        .collect()
+fn is_retryable(e: &ConsumerError) -> bool {
+    match e {
+        ConsumerError::Kinesis(k) => k.is_retryable(),
+        ConsumerError::Store(s) => s.is_retryable(),
+        _ => false,
+    }
+}
+
+/// Sleeps `d` unless cancelled first; `true` if cancelled.
+async fn wait(cancel: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        () = cancel.cancelled() => true,
+        () = tokio::time::sleep(d) => false,
+    }
 }
 
 struct ShardTask {
@@ -246,11 +516,13 @@ struct ShardTask {
     stream: Arc<str>,
     shard: ShardId,
     checkpoint: Checkpoint,
+    hash_range: Option<(u128, u128)>,
     settings: ReaderSettings,
     until_tip: bool,
-    store: Arc<dyn CheckpointStore>,
+    lease: Arc<HeldLease>,
     factory: Arc<dyn ShardRecordProcessorFactory>,
     cancel: CancellationToken,
+    abandon: Arc<AtomicBool>,
 }
 
 impl ShardTask {
@@ -259,7 +531,7 @@ impl ShardTask {
             shard: self.shard.to_string(),
             message: e.to_string(),
         };
-        let checkpointer = Checkpointer::new(self.store.clone(), self.shard.clone());
+        let checkpointer = Checkpointer::new(self.lease.clone());
         let mut processor = self.factory.create_processor();
         processor
             .initialize(InitializationInput {
@@ -273,6 +545,7 @@ impl ShardTask {
             stream: &self.stream,
             shard: &self.shard,
             settings: &self.settings,
+            hash_range: self.hash_range,
             until_tip: self.until_tip,
             cancel: &self.cancel,
         };
@@ -281,24 +554,19 @@ impl ShardTask {
             .await;
         let reason = match outcome {
             Ok(ReadOutcome::ShardEnd) => ShutdownReason::ShardEnd,
+            _ if self.abandon.load(Ordering::SeqCst) || self.lease.is_lost() => {
+                ShutdownReason::LeaseLost
+            }
             _ => ShutdownReason::Requested,
         };
         let shutdown = processor.shutdown(reason, &checkpointer).await;
         let outcome = outcome?;
+        if reason == ShutdownReason::LeaseLost {
+            tracing::info!(shard = %self.shard, "shard dropped: lease lost");
+            return Ok(ReadOutcome::Cancelled);
+        }
         shutdown.map_err(processor_error)?;
         if outcome == ReadOutcome::ShardEnd {
-            let ended = self
-                .store
-                .load()
-                .await?
-                .get(self.shard.as_ref())
-                .is_some_and(|s| s.checkpoint.is_shard_end());
-            if !ended {
-                return Err(ConsumerError::Processor {
-                    shard: self.shard.to_string(),
-                    message: "the processor did not checkpoint SHARD_END at the end of the shard; its children cannot start".into(),
-                });
-            }
             tracing::info!(shard = %self.shard, "shard ended and delivered");
         }
         Ok(outcome)
@@ -308,53 +576,14 @@ impl ShardTask {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn shard(id: &str, parents: &[&str], open: bool) -> ShardInfo {
-        ShardInfo {
-            shard_id: id.into(),
-            parent_shard_id: parents.first().map(|s| s.to_string()),
-            adjacent_parent_shard_id: parents.get(1).map(|s| s.to_string()),
-            starting_hash_key: "0".into(),
-            ending_hash_key: "1".into(),
-            starting_sequence_number: "1".into(),
-            ending_sequence_number: (!open).then(|| "9".into()),
-        }
-    }
-
-    fn state(cp: Checkpoint) -> ShardState {
-        ShardState {
-            checkpoint: cp,
-            parents: vec![],
-            updated_at: Utc::now(),
-            owner: None,
-        }
-    }
+    use crate::lease::HeldLease;
 
     #[test]
-    fn children_wait_for_every_live_parent_to_end() {
-        let shards = vec![
-            shard("p1", &[], false),
-            shard("p2", &[], false),
-            shard("c", &["p1", "p2"], true),
-            shard("orphan", &["expired"], true),
-        ];
-        let mut stored: BTreeMap<String, ShardState> = shards
-            .iter()
-            .map(|s| (s.shard_id.clone(), state(Checkpoint::TrimHorizon)))
-            .collect();
-        let none = HashSet::new();
-        let ids = |v: Vec<(String, Checkpoint)>| v.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
-        assert_eq!(
-            ids(ready_shards(&shards, &stored, &none, &none)),
-            ["p1", "p2", "orphan"]
+    fn worker_ids_are_unique_per_call() {
+        assert_ne!(
+            LeaseSettings::default_worker_id(),
+            LeaseSettings::default_worker_id()
         );
-        stored.insert("p1".into(), state(Checkpoint::ShardEnd));
-        assert_eq!(
-            ids(ready_shards(&shards, &stored, &none, &none)),
-            ["p2", "orphan"]
-        );
-        stored.insert("p2".into(), state(Checkpoint::ShardEnd));
-        let running: HashSet<String> = ["orphan".to_string()].into();
-        assert_eq!(ids(ready_shards(&shards, &stored, &running, &none)), ["c"]);
+        let _ = HeldLease::new;
     }
 }
