@@ -73,6 +73,13 @@ impl Stack {
         name
     }
 
+    /// A DynamoDB client on the local DynamoDB.
+    pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(
+            &kinesis_connectors_aws::sdk_config("us-east-1", Some(&self.dynamodb)).await,
+        )
+    }
+
     /// A stream client on the local Kinesis.
     pub async fn streams(&self) -> StreamClient {
         StreamClient::connect("us-east-1", Some(&self.kinesis)).await
@@ -126,7 +133,7 @@ pub async fn put_records(
     stream: &str,
     ids: std::ops::Range<u64>,
     keys: u64,
-    bad: &dyn Fn(u64) -> bool,
+    bad: &(dyn Fn(u64) -> bool + Sync),
 ) -> Ledger {
     let entries: Vec<PutEntry> = ids
         .clone()

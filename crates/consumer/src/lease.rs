@@ -129,7 +129,9 @@ pub struct LeaseSettings {
     pub failover_time: Duration,
     /// How often held leases are renewed (a third of the failover time by default).
     pub renew_interval: Duration,
-    /// How often the table is scanned to take expired or unowned leases and balance.
+    /// How often the table is scanned to take expired or unowned leases and balance (a tenth of the
+    /// failover time, between 250 ms and 2 s: a lease released on shutdown is taken within this). Each
+    /// scan reads the whole table, so its cost grows with the number of shards.
     pub take_interval: Duration,
     /// Most leases this worker holds (unfinished shards).
     pub max_leases: Option<usize>,
@@ -147,7 +149,8 @@ impl LeaseSettings {
             worker_id: worker_id.into(),
             failover_time,
             renew_interval: failover_time / 3,
-            take_interval: (failover_time / 5).max(Duration::from_millis(100)),
+            take_interval: (failover_time / 10)
+                .clamp(Duration::from_millis(250), Duration::from_secs(2)),
             max_leases: None,
             max_steals_per_scan: 1,
         }

@@ -124,6 +124,7 @@ impl Worker {
     /// released.
     pub async fn run(&self, cancel: CancellationToken) -> Result<(), ConsumerError> {
         let started_at = Utc::now();
+        let started = Instant::now();
         let me = self.settings.leases.worker_id.clone();
         let stream: Arc<str> = Arc::from(self.settings.stream.as_str());
         let mut held: HashMap<String, Arc<HeldLease>> = HashMap::new();
@@ -249,7 +250,14 @@ impl Worker {
                 let name = shard.clone();
                 tasks.spawn(async move { (name, task.run().await) });
             }
-            if self.settings.until_tip && running.is_empty() && self.nothing_left(&me, &scan, &done)
+            // With a shared table, whether another owner is alive is known only after a failover time.
+            let judged = !self.store.is_shared()
+                || started.elapsed()
+                    > self.settings.leases.failover_time + 2 * self.settings.leases.take_interval;
+            if self.settings.until_tip
+                && running.is_empty()
+                && judged
+                && self.nothing_left(&me, &scan, &done)
             {
                 tracing::info!(stream = %stream, "every shard is at its tip or ended");
                 break;
