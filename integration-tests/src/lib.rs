@@ -147,6 +147,7 @@ pub async fn put_records(
             PutEntry {
                 data: Bytes::from(text),
                 partition_key: key,
+                explicit_hash_key: None,
             }
         })
         .collect();

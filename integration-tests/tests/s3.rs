@@ -236,10 +236,12 @@ async fn gzip_zstd_and_parquet_objects_are_read_by_standard_tools() {
         kinesis_connectors_consumer::PutEntry {
             data: bytes::Bytes::from_static(br#"{"id":"x1","key":"k","n":1}"#),
             partition_key: "odd".into(),
+            explicit_hash_key: None,
         },
         kinesis_connectors_consumer::PutEntry {
             data: bytes::Bytes::from_static(br#"{"id":"x2","key":"k","n":2}"#),
             partition_key: "odd".into(),
+            explicit_hash_key: None,
         },
     ];
     client.put_batch(&stream, odd).await.unwrap();
@@ -354,6 +356,7 @@ async fn a_batch_larger_than_the_part_size_is_uploaded_in_parts() {
         .map(|i| kinesis_connectors_consumer::PutEntry {
             data: bytes::Bytes::from(format!(r#"{{"id":{i},"pad":"{}"}}"#, "y".repeat(1_000))),
             partition_key: format!("k{i}"),
+            explicit_hash_key: None,
         })
         .collect();
     client.put_batch(&stream, entries).await.unwrap();

@@ -429,3 +429,194 @@ async fn a_kcl_lease_table_is_taken_over_and_resumed_from_its_checkpoints() {
         );
     }
 }
+
+/// A user record as the third-party encoder listed it.
+#[derive(serde::Deserialize, Clone, Debug)]
+struct UserRecord {
+    partition_key: String,
+    data: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Aggregate {
+    partition_key: String,
+    explicit_hash_key: Option<String>,
+    data_b64: String,
+    user_records: Vec<UserRecord>,
+}
+
+/// One envelope line of a raw (non-JSON) pipeline.
+struct RawLanded {
+    sequence: kinesis_connectors_core::SequenceNumber,
+    sub_sequence: u64,
+    partition_key: String,
+    data: Vec<u8>,
+}
+
+fn read_raw(dir: &std::path::Path) -> Vec<RawLanded> {
+    use base64::Engine;
+    let Ok(files) = kinesis_connectors_core::stages::FileEmitter::files(dir, "out") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for f in files {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            out.push(RawLanded {
+                sequence: kinesis_connectors_core::SequenceNumber::new(
+                    v["sequence"].as_str().unwrap(),
+                )
+                .unwrap(),
+                sub_sequence: v["sub_sequence"].as_u64().unwrap(),
+                partition_key: v["partition_key"].as_str().unwrap().to_owned(),
+                data: base64::engine::general_purpose::STANDARD
+                    .decode(v["data_base64"].as_str().unwrap())
+                    .unwrap(),
+            });
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kpl_aggregates_from_a_third_party_encoder_deaggregate_and_survive_sigkill_mid_aggregate() {
+    use base64::Engine;
+    let stack = Stack::from_env();
+    // 2,000 user records in aggregates of 37, made by aws-kinesis-agg (PyPI).
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/kpl/make_aggregates.py");
+    let out = std::process::Command::new("python3")
+        .args([script, "2000", "37"])
+        .env(
+            "PYTHONPATH",
+            std::env::var("KC_PYTHONPATH").unwrap_or_default(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "aws-kinesis-agg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let aggregates: Vec<Aggregate> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(aggregates.len(), 55);
+
+    let client = stack.streams().await;
+    let stream = unique("kpl");
+    client.create(&stream, 1).await.unwrap();
+    let mut entries: Vec<kinesis_connectors_consumer::PutEntry> = aggregates
+        .iter()
+        .map(|a| kinesis_connectors_consumer::PutEntry {
+            data: base64::engine::general_purpose::STANDARD
+                .decode(&a.data_b64)
+                .unwrap()
+                .into(),
+            partition_key: a.partition_key.clone(),
+            explicit_hash_key: a.explicit_hash_key.clone(),
+        })
+        .collect();
+    // One aggregate with a broken MD5 trailer: delivered as one plain record, bytes unchanged.
+    let mut corrupt = entries[0].data.to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    entries.push(kinesis_connectors_consumer::PutEntry::new(
+        corrupt.clone(),
+        "corrupt",
+    ));
+    client.put_batch(&stream, entries).await.unwrap();
+
+    let work = Workdir::new();
+    // Batches of 7 user records, pages of 2 aggregates: checkpoints fall inside aggregates, and the run
+    // lasts long enough to be killed mid-way.
+    let config = work.config(&format!(
+        r#"state_dir = "state"
+[pipelines.p]
+source = {{ stream = "{stream}", endpoint = "{kinesis}", idle_poll_interval = "200ms", max_records_per_call = 2 }}
+transformer = {{ type = "raw" }}
+buffer = {{ max_records = 7, max_age = "100ms" }}
+emitter = {{ type = "file", dir = "${{OUT_DIR}}", prefix = "out", format = "envelope" }}
+"#,
+        kinesis = stack.kinesis
+    ));
+    let mut at_start: Vec<BTreeMap<String, Checkpoint>> = vec![BTreeMap::new()];
+    for run in 0..2 {
+        let dir = work.path(&format!("out-{run}"));
+        let mut c = Connector::start(
+            work.dir.path(),
+            &config,
+            "p",
+            &[],
+            &[("OUT_DIR", dir.display().to_string())],
+        );
+        let target = 150 + (rand::random::<u32>() % 500) as usize;
+        wait_until(Duration::from_secs(60), "user records to land", || {
+            read_raw(&dir).len() >= target
+        });
+        c.kill();
+        let cps = work.checkpoints("p");
+        eprintln!(
+            "run {run}: killed at checkpoint {:?}",
+            cps.values().map(|c| c.to_string()).collect::<Vec<_>>()
+        );
+        at_start.push(cps);
+    }
+    Connector::run_until_tip(
+        work.dir.path(),
+        &config,
+        "p",
+        &[("OUT_DIR", work.path("out-2").display().to_string())],
+    );
+
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    let mut plain = 0;
+    let mut mid_aggregate_restart = false;
+    for (run, start) in at_start.iter().enumerate() {
+        let start_pos = start.values().next().and_then(|c| c.position().cloned());
+        if start_pos.as_ref().is_some_and(|p| p.sub_sequence > 0) {
+            mid_aggregate_restart = true;
+        }
+        for l in read_raw(&work.path(&format!("out-{run}"))) {
+            if let Some(p) = &start_pos {
+                assert!(
+                    (l.sequence.clone(), l.sub_sequence) > (p.sequence.clone(), p.sub_sequence),
+                    "run {run} redelivered a user record at or before its checkpoint"
+                );
+            }
+            if l.partition_key == "corrupt" {
+                assert_eq!(
+                    l.data, corrupt,
+                    "the corrupt aggregate arrives as one plain record"
+                );
+                assert_eq!(l.sub_sequence, 0);
+                plain += 1;
+                continue;
+            }
+            *seen
+                .entry((l.partition_key, String::from_utf8(l.data).unwrap()))
+                .or_default() += 1;
+        }
+    }
+    let expected: Vec<(String, String)> = aggregates
+        .iter()
+        .flat_map(|a| {
+            a.user_records
+                .iter()
+                .map(|u| (u.partition_key.clone(), u.data.clone()))
+        })
+        .collect();
+    let missing: Vec<_> = expected.iter().filter(|k| !seen.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} user records lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert_eq!(seen.len(), 2000, "nothing but the user records");
+    assert!(plain >= 1);
+    eprintln!("restarted inside an aggregate: {mid_aggregate_restart}");
+}

@@ -191,6 +191,7 @@ async fn put_lines(
         chunk.push(PutEntry {
             data: Bytes::from(line),
             partition_key: key,
+            explicit_hash_key: None,
         });
         if chunk.len() == PUT_CHUNK {
             total += client

@@ -47,6 +47,19 @@ pub struct PutEntry {
     pub data: Bytes,
     /// The partition key (1..=256 characters).
     pub partition_key: String,
+    /// An explicit hash key (decimal) that places the record instead of the partition key's hash.
+    pub explicit_hash_key: Option<String>,
+}
+
+impl PutEntry {
+    /// An entry placed by its partition key.
+    pub fn new(data: impl Into<Bytes>, partition_key: impl Into<String>) -> Self {
+        Self {
+            data: data.into(),
+            partition_key: partition_key.into(),
+            explicit_hash_key: None,
+        }
+    }
 }
 
 /// Where a put record landed.
@@ -268,6 +281,7 @@ impl StreamClient {
                     PutRecordsRequestEntry::builder()
                         .data(Blob::new(entries[i].data.to_vec()))
                         .partition_key(&entries[i].partition_key)
+                        .set_explicit_hash_key(entries[i].explicit_hash_key.clone())
                         .build()
                         .map_err(|e| KinesisError::Permanent {
                             operation: "PutRecords",

@@ -259,3 +259,50 @@ impl ShardReader<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kpl::{UserRecord, aggregate};
+    use kinesis_connectors_core::testing::record;
+
+    #[test]
+    fn aggregates_expand_with_sub_sequences_skipping_delivered_and_out_of_range_records() {
+        let users: Vec<UserRecord> = (0..4)
+            .map(|i| UserRecord {
+                partition_key: format!("k{i}"),
+                explicit_hash_key: Some(if i == 2 {
+                    "900".into()
+                } else {
+                    format!("{}", 10 + i)
+                }),
+                data: bytes::Bytes::from(format!("u{i}")),
+            })
+            .collect();
+        let mut agg = record("s", 5, b"");
+        agg.data = aggregate(&users);
+        let plain = record("s", 6, b"plain");
+        let shard: ShardId = Arc::from("s");
+        // Hash range 0..=100: user record 2 (hash 900) belongs to another shard.
+        let out = user_records(
+            vec![agg.clone(), plain.clone()],
+            Some((0, 100)),
+            None,
+            &shard,
+        );
+        let got: Vec<(u64, &[u8])> = out
+            .iter()
+            .map(|r| (r.position.sub_sequence, r.data.as_ref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(0, &b"u0"[..]), (1, b"u1"), (3, b"u3"), (0, b"plain")]
+        );
+        assert_eq!(&*out[1].partition_key, "k1");
+        // Resuming after sub-record 1 of the aggregate delivers 3 and the plain record.
+        let skip = Position::new(agg.position.sequence.clone(), 1);
+        let out = user_records(vec![agg, plain], Some((0, 100)), Some(&skip), &shard);
+        let got: Vec<u64> = out.iter().map(|r| r.position.sub_sequence).collect();
+        assert_eq!(got, vec![3, 0]);
+    }
+}
