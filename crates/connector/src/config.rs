@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kinesis_connectors_consumer::reader::{DEFAULT_IDLE_POLL_INTERVAL, DEFAULT_POLL_INTERVAL};
 use kinesis_connectors_consumer::{
-    DEFAULT_SHARD_SYNC_INTERVAL, InitialPosition, ReaderSettings, api,
+    DEFAULT_SHARD_SYNC_INTERVAL, InitialPosition, ReaderKind, ReaderSettings, api,
 };
 use kinesis_connectors_core::{
     BufferLimits, DEFAULT_MAX_AGE, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_BYTES,
@@ -96,6 +96,7 @@ struct SourceToml {
     endpoint: Option<String>,
     start_position: Option<toml::Value>,
     reader: Option<String>,
+    consumer_name: Option<String>,
     max_records_per_call: Option<i64>,
     poll_interval: Option<DurationText>,
     idle_poll_interval: Option<DurationText>,
@@ -154,6 +155,8 @@ pub struct SourceSpec {
     pub initial_position: InitialPosition,
     /// How shards are polled.
     pub reader: ReaderSettings,
+    /// Polling or enhanced fan-out.
+    pub reader_kind: ReaderKind,
     /// Time between shard discoveries.
     pub shard_sync_interval: Duration,
 }
@@ -349,7 +352,7 @@ fn validate_pipeline(
         ));
     }
     let p: PipelineToml = crate::registry::parse_options(value).map_err(|e| (e.key, e.message))?;
-    let source = validate_source(p.source, env)?;
+    let source = validate_source(p.source, name, env)?;
     let ctx = StageContext {
         pipeline: name.to_owned(),
         state_dir: state_dir.to_path_buf(),
@@ -608,6 +611,7 @@ fn validate_retry(r: RetryToml) -> Result<RetryPolicy, Invalid> {
 
 fn validate_source(
     s: SourceToml,
+    pipeline: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<SourceSpec, Invalid> {
     let stream_ok = !s.stream.is_empty()
@@ -651,15 +655,37 @@ fn validate_source(
         None => InitialPosition::TrimHorizon,
         Some(v) => start_position(v)?,
     };
-    match s.reader.as_deref() {
-        None | Some("polling") => {}
+    let reader_kind = match s.reader.as_deref() {
+        None | Some("polling") => {
+            if s.consumer_name.is_some() {
+                return Err(at("source.consumer_name", "only for reader = \"fan_out\""));
+            }
+            ReaderKind::Polling
+        }
+        Some("fan_out") => {
+            let name = s.consumer_name.unwrap_or_else(|| pipeline.to_owned());
+            let valid = !name.is_empty()
+                && name.len() <= 128
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            if !valid {
+                return Err(at(
+                    "source.consumer_name",
+                    format!("invalid consumer name {name:?}: 1-128 letters, digits, '_', '.', '-'"),
+                ));
+            }
+            ReaderKind::FanOut {
+                consumer_name: name,
+            }
+        }
         Some(other) => {
             return Err(at(
                 "source.reader",
-                format!("unknown reader {other:?}; one of: polling"),
+                format!("unknown reader {other:?}; one of: polling, fan_out"),
             ));
         }
-    }
+    };
     let max_records = match s.max_records_per_call {
         None => api::GET_RECORDS_MAX_LIMIT,
         Some(n) if (1..=i64::from(api::GET_RECORDS_MAX_LIMIT)).contains(&n) => n as i32,
@@ -707,6 +733,7 @@ fn validate_source(
             ..ReaderSettings::default()
         },
         shard_sync_interval,
+        reader_kind,
     })
 }
 

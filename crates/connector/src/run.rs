@@ -102,6 +102,7 @@ pub async fn run_pipeline(
             shard_sync_interval: spec.source.shard_sync_interval,
             until_tip: options.until_tip,
             leases,
+            reader_kind: spec.source.reader_kind.clone(),
         },
         store.clone(),
         Arc::new(PipelineProcessorFactory::new(handle.clone())),

@@ -15,6 +15,7 @@ pub mod api;
 mod client;
 mod dynamodb;
 mod error;
+mod fanout;
 pub mod kpl;
 pub mod lease;
 mod pipeline_processor;
@@ -28,6 +29,7 @@ mod worker;
 pub use client::{PutEntry, PutResult, StreamClient, StreamDescription};
 pub use dynamodb::DynamoDbLeaseStore;
 pub use error::{ConsumerError, KinesisError, StoreError};
+pub use fanout::ensure_consumer;
 pub use lease::{DEFAULT_FAILOVER_TIME, HeldLease, Lease, LeaseSettings, LeaseStore};
 pub use pipeline_processor::PipelineProcessorFactory;
 pub use position::{Checkpoint, InitialPosition};
@@ -38,7 +40,7 @@ pub use processor::{
 pub use reader::{ReadOutcome, ReaderSettings};
 pub use shard::{ShardInfo, leaf_shards, parents_first};
 pub use store::FileCheckpointStore;
-pub use worker::{DEFAULT_SHARD_SYNC_INTERVAL, Worker, WorkerSettings};
+pub use worker::{DEFAULT_SHARD_SYNC_INTERVAL, ReaderKind, Worker, WorkerSettings};
 
 /// The Kinesis SDK client type the engine uses.
 pub use aws_sdk_kinesis::Client as KinesisClient;
