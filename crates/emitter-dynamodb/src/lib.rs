@@ -1,0 +1,42 @@
+//! The DynamoDB emitter of kinesis-connectors (`type = "dynamodb"`): keeps a "latest state per key"
+//! table fed from a stream.
+//!
+//! * **Mapping** ([`DynamoDbConfig`], `mapping`): each item is a JSON object; its fields become
+//!   attributes (numbers keep their exact text), with renames, dropped fields, an optional TTL
+//!   attribute (from a field or the arrival time) and an optional sequence attribute. The partition key
+//!   (and sort key) are named with their types; an item without them is dead-lettered on its own.
+//! * **Last writer wins**: within a batch each primary key is written once, from the record with the
+//!   highest position (sequence number, then KPL sub-sequence). Records are in shard order, so the table
+//!   holds each key's last record. Items whose delete field matches delete their key instead.
+//! * **Limits**: BatchWriteItem requests of at most 25 items and 16 MB; up to `max_concurrent_writes`
+//!   requests in flight across all shards.
+//! * **Failures** ([`retry`](crate#failures)): `UnprocessedItems`, throttling and 5xx are reported to the
+//!   pipeline as retryable item failures, so the pipeline's one retry policy (exponential backoff with
+//!   full jitter, `max_attempts`) re-sends just them and dead-letters them if it gives up; a request
+//!   DynamoDB refuses (`ValidationException`) is split in halves until the refused item stands alone,
+//!   and only that item is dead-lettered.
+//! * **Ordering-safe mode** (`ordering_safe = true`): every write is a conditional PutItem / DeleteItem
+//!   `attribute_not_exists(seq) OR seq < :seq` on the sequence attribute, so a record redelivered after a
+//!   restart never replaces a newer one. The position is stored as text that sorts like the position
+//!   ([`encode_position`]): Kinesis sequence numbers (56 digits, up to 129) exceed DynamoDB's 38-digit
+//!   numbers.
+//!
+//! # Failures
+//!
+//! See the table in the `retry` module's source: throttling, 5xx, network errors, `UnprocessedItems`
+//! and a missing table are retried; validation errors isolate the item; `ConditionalCheckFailed`
+//! (ordering-safe) means a newer write is stored and counts as delivered; other permanent errors
+//! dead-letter the request's items.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod config;
+mod emitter;
+mod mapping;
+mod metrics;
+pub mod request;
+mod retry;
+
+pub use config::{DynamoDbConfig, DynamoDbOptions};
+pub use emitter::{DynamoDbEmitter, UNPROCESSED_REASON};
+pub use mapping::encode_position;
+pub use metrics::DynamoDbMetricsSnapshot;
