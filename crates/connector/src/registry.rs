@@ -131,7 +131,7 @@ impl Registry {
     }
 
     /// A registry with the built-in stages: transformers `raw`, `json`; filters `all`, `field`;
-    /// emitters `stdout`, `file`, `null`; dead-letter target `file`.
+    /// emitters `stdout`, `file`, `null`, `dynamodb`; dead-letter target `file`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         r.transformer("raw", |_, _: NoOptions| {
@@ -159,6 +159,15 @@ impl Registry {
                 fsync: o.fsync,
             })) as Arc<dyn Emitter<Item>>)
         });
+        r.emitter(
+            "dynamodb",
+            |ctx, o: kinesis_connectors_emitter_dynamodb::DynamoDbConfig| async move {
+                Ok(Arc::new(
+                    kinesis_connectors_emitter_dynamodb::DynamoDbEmitter::connect(o, &ctx.region)
+                        .await,
+                ) as Arc<dyn Emitter<Item>>)
+            },
+        );
         r.dead_letter("file", |_, o: FileDeadLetterOptions| async move {
             Ok(Arc::new(FileDeadLetter::new(o.path)) as Arc<dyn DeadLetter>)
         });
