@@ -137,7 +137,8 @@ impl DynamoDbEmitter {
     /// until the refused items stand alone.
     async fn write_chunk(&self, writes: &[&Write]) -> Vec<Outcome> {
         let mut outcomes: Vec<Outcome> = vec![Outcome::Written; writes.len()];
-        let mut todo = vec![0..writes.len()];
+        let mut todo: Vec<std::ops::Range<usize>> = Vec::with_capacity(8);
+        todo.push(0..writes.len());
         while let Some(r) = todo.pop() {
             match self.batch_write(&writes[r.clone()]).await {
                 Ok(unprocessed) => {

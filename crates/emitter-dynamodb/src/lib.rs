@@ -33,10 +33,11 @@ pub mod config;
 mod emitter;
 mod mapping;
 mod metrics;
-pub mod request;
+mod request;
 mod retry;
 
 pub use config::{DynamoDbConfig, DynamoDbOptions};
 pub use emitter::{DynamoDbEmitter, UNPROCESSED_REASON};
 pub use mapping::encode_position;
 pub use metrics::DynamoDbMetricsSnapshot;
+pub use request::NEWER_CONDITION;

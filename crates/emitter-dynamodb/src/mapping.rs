@@ -140,14 +140,22 @@ impl Mapper {
                 attrs.insert(name.clone(), value.clone());
             }
             if let Some(ttl) = &spec.ttl {
+                let arrival = || record.approximate_arrival.unwrap_or_else(Utc::now);
                 let base = match &ttl.base {
-                    TtlBase::Arrival => record.approximate_arrival.unwrap_or_else(Utc::now),
-                    TtlBase::Field(path) => {
-                        let raw = lookup(&fields, path.segments())?.ok_or_else(|| {
-                            format!("missing TTL base field {path:?} (epoch seconds or RFC 3339)")
-                        })?;
-                        ttl_base(raw).map_err(|e| format!("TTL base field {path}: {e}"))?
-                    }
+                    TtlBase::Arrival => arrival(),
+                    TtlBase::Field(path) => match lookup(&fields, path.segments())? {
+                        Some(raw) => {
+                            ttl_base(raw).map_err(|e| format!("TTL base field {path}: {e}"))?
+                        }
+                        // A delete record often carries only the key: its tombstone counts from
+                        // the arrival time.
+                        None if delete => arrival(),
+                        None => {
+                            return Err(format!(
+                                "missing TTL base field {path} (epoch seconds or RFC 3339)"
+                            ));
+                        }
+                    },
                 };
                 let at = base.timestamp().saturating_add(ttl.after.as_secs() as i64);
                 attrs.insert(ttl.attribute.clone(), AttributeValue::N(at.to_string()));
@@ -641,6 +649,16 @@ mod tests {
         let m = put(&t);
         assert_eq!(m["deleted"], AttributeValue::Bool(true));
         assert!(m.contains_key("seq") && m.contains_key("exp") && !m.contains_key("x"));
+        s.ttl = Some(TtlSpec {
+            attribute: "exp".into(),
+            base: TtlBase::Field(FieldPath::parse("at").unwrap()),
+            after: Duration::from_secs(100),
+        });
+        let t = map(&s, r#"{"id":"a","op":"delete"}"#).unwrap();
+        assert_eq!(
+            put(&t)["exp"],
+            AttributeValue::N((1_767_225_607 + 100).to_string())
+        );
 
         s.ttl = Some(TtlSpec {
             attribute: "exp".into(),

@@ -1,8 +1,8 @@
 //! Building DynamoDB requests from writes, and fitting them to the service's limits.
 //!
 //! * One write per primary key per BatchWriteItem (DynamoDB refuses a request naming a key twice), and
-//!   the one kept is the newest: [`group_by_key`] orders each key's writes by position.
-//! * BatchWriteItem takes at most 25 requests and 16 MB ([`chunk`]).
+//!   the one kept is the newest: `group_by_key` orders each key's writes by position.
+//! * BatchWriteItem takes at most 25 requests and 16 MB (`chunk`).
 //! * Ordering-safe writes are single PutItem / DeleteItem calls with the condition
 //!   [`NEWER_CONDITION`] on the sequence attribute.
 
