@@ -272,7 +272,7 @@ async fn unprocessed_items_are_resent_until_they_land_or_the_retry_policy_gives_
             .unwrap()
             .to_owned();
         let id: u64 = key[2..].parse().unwrap();
-        id == 13 || (id % 3 == 0 && d.lock().unwrap().insert(key))
+        id == 13 || (id.is_multiple_of(3) && d.lock().unwrap().insert(key))
     });
     let proxy =
         FaultProxy::start_rewriting(&stack.dynamodb, Arc::new(|_, _, _, _, _| None), rewrite).await;
@@ -746,5 +746,58 @@ async fn the_start_up_check_names_a_missing_table_and_a_mismatched_key() {
         logs.contains(&missing) && logs.contains("does not exist"),
         "{logs}"
     );
+    delete_table(&ddb, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_never_exceed_max_concurrent_writes_across_shards() {
+    let stack = Stack::from_env();
+    let ddb = client(&stack.dynamodb).await;
+    let table = unique("ddb-in-flight");
+    create_table(&ddb, &table, ("key", T::S), None).await;
+    // The proxy counts requests between their arrival and the target's answer.
+    let (now, peak) = (Arc::new(Mutex::new(0usize)), Arc::new(Mutex::new(0usize)));
+    let (n2, p2) = (now.clone(), peak.clone());
+    let count: integration_tests::fault_proxy::Rewrite = Arc::new(move |_, _, _, body, _| {
+        let mut n = n2.lock().unwrap();
+        *n += 1;
+        let mut p = p2.lock().unwrap();
+        *p = (*p).max(*n);
+        let n3 = n2.clone();
+        Some(integration_tests::fault_proxy::Rewritten::Forward {
+            body: body.clone(),
+            response: Box::new(move |r| {
+                *n3.lock().unwrap() -= 1;
+                r
+            }),
+        })
+    });
+    let proxy =
+        FaultProxy::start_rewriting(&stack.dynamodb, Arc::new(|_, _, _, _, _| None), count).await;
+    let shard_batch = |shard: &'static str| {
+        batch(
+            (0..200)
+                .map(|k| (shard, k, json!({"key": format!("{shard}-{k}")})))
+                .collect(),
+        )
+    };
+    let (b1, b2) = (shard_batch("shardId-1"), shard_batch("shardId-2"));
+    for (safe, limit) in [(false, 3usize), (true, 4)] {
+        *peak.lock().unwrap() = 0;
+        let e = emitter(json!({
+            "table": table, "endpoint": proxy.url,
+            "partition_key": { "attribute": "key", "type": "S" },
+            "max_concurrent_writes": limit, "ordering_safe": safe,
+        }))
+        .await;
+        // Two shards' batches at once (8 BatchWriteItem requests each, or 200 PutItem calls each).
+        let (r1, r2) = tokio::join!(e.emit(&b1), e.emit(&b2));
+        assert!(r1.unwrap().is_success() && r2.unwrap().is_success());
+        let p = *peak.lock().unwrap();
+        eprintln!("ordering_safe = {safe}: at most {p} requests in flight (limit {limit})");
+        assert!(p <= limit, "{p} requests in flight, limit {limit}");
+        assert!(p >= 2, "writes were not parallel");
+    }
+    assert_eq!(scan(&ddb, &table).await.len(), 400);
     delete_table(&ddb, &table).await;
 }
