@@ -7,6 +7,8 @@
 //! with the writes. Needs the local servers: `eval "$(integration-tests/local-stack env)"`, then
 //!
 //! `cargo bench -p kinesis-connectors-emitter-dynamodb --bench write`
+//!
+//! (`DYNAMODB_SERVER_PID=$(pgrep -f dynalite/cli.js)` adds the server's CPU use to the report.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -77,10 +79,10 @@ async fn create_table(client: &Client, table: &str) {
     }
 }
 
-/// CPU seconds this process used so far (Linux `/proc/self/stat`; 0 elsewhere): shows how much of
-/// the time is the emitter's own work rather than the server's.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// CPU seconds process `pid` (`self` for this one) used so far (Linux `/proc/PID/stat`; 0 elsewhere):
+/// shows how the time splits between the emitter's own work and the server's.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks = |i: usize| {
@@ -126,7 +128,13 @@ fn bench(c: &mut Criterion) {
         config.max_concurrent_writes = in_flight;
         config.ordering_safe = ordering_safe;
         let emitter = rt.block_on(DynamoDbEmitter::connect(config, "us-east-1"));
-        let cpu = cpu_seconds();
+        // Set DYNAMODB_SERVER_PID to the local server's process id to see its CPU use too.
+        let server = std::env::var("DYNAMODB_SERVER_PID").unwrap_or_default();
+        let (cpu, server_cpu, started) = (
+            cpu_seconds("self"),
+            cpu_seconds(&server),
+            std::time::Instant::now(),
+        );
         group.bench_function(name, |b| {
             b.iter_batched(
                 || {
@@ -142,12 +150,15 @@ fn bench(c: &mut Criterion) {
         });
         let m = emitter.metrics();
         let items = m.items_written + m.items_already_newer;
+        let wall = started.elapsed().as_secs_f64();
         eprintln!(
-            "{name}: {} requests, {} items written, {} refused as not newer; client CPU {:.1} µs per item (batch building included)",
+            "{name}: {} requests, {} items written, {} refused as not newer; client CPU {:.1} µs per item (batch building included); cores busy: client {:.2}, server {:.2}",
             m.requests,
             m.items_written,
             m.items_already_newer,
-            (cpu_seconds() - cpu) * 1e6 / items.max(1) as f64
+            (cpu_seconds("self") - cpu) * 1e6 / items.max(1) as f64,
+            (cpu_seconds("self") - cpu) / wall,
+            (cpu_seconds(&server) - server_cpu) / wall,
         );
     }
     group.finish();

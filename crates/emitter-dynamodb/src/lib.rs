@@ -10,7 +10,7 @@
 //!   holds each key's last record. Items whose delete field matches delete their key instead.
 //! * **Limits**: BatchWriteItem requests of at most 25 items and 16 MB; up to `max_concurrent_writes`
 //!   requests in flight across all shards.
-//! * **Failures** ([`retry`](crate#failures)): `UnprocessedItems`, throttling and 5xx are reported to the
+//! * **Failures** (see [below](crate#failures)): `UnprocessedItems`, throttling and 5xx are reported to the
 //!   pipeline as retryable item failures, so the pipeline's one retry policy (exponential backoff with
 //!   full jitter, `max_attempts`) re-sends just them and dead-letters them if it gives up; a request
 //!   DynamoDB refuses (`ValidationException`) is split in halves until the refused item stands alone,
@@ -23,10 +23,20 @@
 //!
 //! # Failures
 //!
-//! See the table in the `retry` module's source: throttling, 5xx, network errors, `UnprocessedItems`
-//! and a missing table are retried; validation errors isolate the item; `ConditionalCheckFailed`
-//! (ordering-safe) means a newer write is stored and counts as delivered; other permanent errors
-//! dead-letter the request's items.
+//! | what DynamoDB says | what happens to the items |
+//! |---|---|
+//! | throttling (`ProvisionedThroughputExceededException`, `ThrottlingException`, `RequestLimitExceeded`), 5xx, timeouts, connection errors, `TransactionConflictException` | retryable: the pipeline retries them with its policy |
+//! | `UnprocessedItems` in a successful BatchWriteItem | those items retryable, the rest delivered |
+//! | `ResourceNotFoundException` (table deleted or not active) | retryable, the message names the table |
+//! | `ValidationException`, `SerializationException`, `ItemCollectionSizeLimitExceededException` | the request is split in halves until the refused item stands alone; it is dead-lettered, the key's next-newest record in the batch is written instead |
+//! | `ConditionalCheckFailedException` (ordering-safe) | a newer record's write is stored: delivered |
+//! | other permanent errors (access denied, bad credentials) | the request's items are dead-lettered |
+//!
+//! Why `UnprocessedItems` go back to the pipeline rather than being re-sent inside `emit`: the
+//! pipeline's retry policy is the one place that backs off (exponential, capped, full jitter), counts
+//! attempts against `max_attempts`, logs and counts each retry, and dead-letters what it gives up on —
+//! exactly what DynamoDB asks for unprocessed items. A hidden loop inside the emitter would duplicate
+//! it and hide the retries from metrics.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
