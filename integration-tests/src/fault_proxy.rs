@@ -1,6 +1,10 @@
 //! A small fault-injecting HTTP proxy: a documented test stand-in for what the local servers cannot do
-//! (throttling, 429s, 5xx). It forwards every request to a target, except those a rule answers itself,
-//! and logs what it saw. Clients reach it only through their normal endpoint override.
+//! (throttling, 429s, 5xx, DynamoDB's `UnprocessedItems`). It forwards every request to a target,
+//! except those a rule answers itself, and logs what it saw. A second, optional rule may rewrite a
+//! forwarded exchange: send the target a changed request body and hand the client a changed response
+//! body (e.g. forward only some writes of a DynamoDB BatchWriteItem and report the others as
+//! `UnprocessedItems`, as DynamoDB does when busy). Clients reach it only through their normal
+//! endpoint override.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -29,6 +33,8 @@ pub struct Seen {
     pub status: u16,
     /// Whether the proxy answered itself (a fault) instead of forwarding.
     pub injected: bool,
+    /// Whether a rewrite rule changed the exchange (`body` is the request as the client sent it).
+    pub rewritten: bool,
 }
 
 /// A canned answer.
@@ -57,9 +63,29 @@ impl Fault {
 pub type Rule =
     Arc<dyn Fn(&Method, &str, &HeaderMap, &Bytes, usize) -> Option<Fault> + Send + Sync>;
 
+/// How a rewrite rule changes an exchange.
+pub enum Rewritten {
+    /// Forward `body` instead of the client's, and give the client `response(target's body)` (status
+    /// and headers are the target's).
+    Forward {
+        /// The request body to forward.
+        body: Bytes,
+        /// Turns the target's response body into the client's.
+        response: Box<dyn FnOnce(Bytes) -> Bytes + Send>,
+    },
+    /// Answer without forwarding (when nothing of the request is to reach the target).
+    Answer(Fault),
+}
+
+/// Decides, per request the fault rule declined (same arguments as [`Rule`]), whether to rewrite the
+/// exchange.
+pub type Rewrite =
+    Arc<dyn Fn(&Method, &str, &HeaderMap, &Bytes, usize) -> Option<Rewritten> + Send + Sync>;
+
 struct Inner {
     target: String,
     rule: Rule,
+    rewrite: Option<Rewrite>,
     log: Mutex<Vec<Seen>>,
     client: reqwest::Client,
 }
@@ -75,9 +101,19 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy on 127.0.0.1 (a free port) forwarding to `target`.
     pub async fn start(target: &str, rule: Rule) -> Self {
+        Self::launch(target, rule, None).await
+    }
+
+    /// Starts a proxy that also rewrites the exchanges `rewrite` picks (after `rule` declined them).
+    pub async fn start_rewriting(target: &str, rule: Rule, rewrite: Rewrite) -> Self {
+        Self::launch(target, rule, Some(rewrite)).await
+    }
+
+    async fn launch(target: &str, rule: Rule, rewrite: Option<Rewrite>) -> Self {
         let inner = Arc::new(Inner {
             target: target.trim_end_matches('/').to_owned(),
             rule,
+            rewrite,
             log: Mutex::new(Vec::new()),
             client: reqwest::Client::new(),
         });
@@ -123,7 +159,21 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let index = inner.log.lock().unwrap().len();
-    let fault = (inner.rule)(&parts.method, &path, &parts.headers, &body, index);
+    let mut fault = (inner.rule)(&parts.method, &path, &parts.headers, &body, index);
+    let mut rewritten = false;
+    let mut change = None;
+    if fault.is_none() {
+        match inner
+            .rewrite
+            .as_ref()
+            .and_then(|r| r(&parts.method, &path, &parts.headers, &body, index))
+        {
+            Some(Rewritten::Answer(f)) => fault = Some(f),
+            Some(Rewritten::Forward { body, response }) => change = Some((body, response)),
+            None => {}
+        }
+        rewritten = fault.is_some() || change.is_some();
+    }
     let (response, status, injected) = match fault {
         Some(f) => {
             let resp = Response::builder()
@@ -134,10 +184,14 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             (resp, f.status, true)
         }
         None => {
+            let (forward, on_response) = match change {
+                Some((b, r)) => (b, Some(r)),
+                None => (body.clone(), None),
+            };
             let mut out = inner
                 .client
                 .request(parts.method.clone(), format!("{}{}", inner.target, path))
-                .body(body.clone());
+                .body(forward);
             // Headers pass unchanged, Host included: signed requests (SigV4 covers Host) stay valid.
             for (k, v) in &parts.headers {
                 if k != "content-length" {
@@ -149,11 +203,16 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                     let status = r.status().as_u16();
                     let mut b = Response::builder().status(status);
                     for (k, v) in r.headers() {
-                        if k != "content-length" && k != "transfer-encoding" {
+                        // A rewritten body no longer matches the target's checksum.
+                        let stale = on_response.is_some() && k == "x-amz-crc32";
+                        if k != "content-length" && k != "transfer-encoding" && !stale {
                             b = b.header(k, v);
                         }
                     }
-                    let bytes = r.bytes().await.unwrap_or_default();
+                    let mut bytes = r.bytes().await.unwrap_or_default();
+                    if let Some(f) = on_response {
+                        bytes = f(bytes);
+                    }
                     (b.body(Body::from(bytes)).unwrap(), status, false)
                 }
                 Err(e) => {
@@ -174,6 +233,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         body,
         status,
         injected,
+        rewritten,
     });
     response
 }

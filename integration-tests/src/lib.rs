@@ -5,6 +5,7 @@
 //! from the variables it prints (`eval "$(integration-tests/local-stack env)"`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod dynamodb;
 pub mod fault_proxy;
 
 use std::collections::{BTreeMap, HashMap};

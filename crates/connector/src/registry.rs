@@ -132,7 +132,7 @@ impl Registry {
     }
 
     /// A registry with the built-in stages: transformers `raw`, `json`; filters `all`, `field`;
-    /// emitters `stdout`, `file`, `null`, `s3`; dead-letter target `file`.
+    /// emitters `stdout`, `file`, `null`, `s3`, `dynamodb`; dead-letter target `file`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         r.transformer("raw", |_, _: NoOptions| {
@@ -169,6 +169,15 @@ impl Registry {
             |ctx, settings: S3Settings| async move {
                 let writer = S3Writer::connect(&ctx.pipeline, settings, &ctx.region).await;
                 Ok(Arc::new(S3Emitter::new(writer)) as Arc<dyn Emitter<Item>>)
+            },
+        );
+        r.emitter(
+            "dynamodb",
+            |ctx, o: kinesis_connectors_emitter_dynamodb::DynamoDbConfig| async move {
+                Ok(Arc::new(
+                    kinesis_connectors_emitter_dynamodb::DynamoDbEmitter::connect(o, &ctx.region)
+                        .await,
+                ) as Arc<dyn Emitter<Item>>)
             },
         );
         r.dead_letter("file", |_, o: FileDeadLetterOptions| async move {
