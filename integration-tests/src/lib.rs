@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fault_proxy;
+pub mod opensearch;
+pub mod tcp_switch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
