@@ -23,6 +23,8 @@ use bytes::Bytes;
 pub struct Seen {
     /// When it arrived.
     pub at: Instant,
+    /// When its answer was ready.
+    pub done: Instant,
     /// The method.
     pub method: Method,
     /// Path and query.
@@ -219,6 +221,7 @@ async fn answer(
     let response = b.body(Body::from(response_body.clone())).unwrap();
     inner.log.lock().unwrap().push(Seen {
         at,
+        done: Instant::now(),
         method: parts.method,
         path,
         target,

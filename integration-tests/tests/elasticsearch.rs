@@ -1109,3 +1109,114 @@ fn check_accepts_both_type_names_and_rejects_malformed_options_naming_the_key() 
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_custom_ca_file_works_and_without_it_the_certificate_is_refused() {
+    use integration_tests::tls_front::TlsFront;
+    let stack = Stack::from_env();
+    let search = Search::new(&stack.opensearch);
+    let front = TlsFront::start(&stack.opensearch).await;
+    let index = unique("es-tls");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &front.ca_pem).unwrap();
+
+    let mut o = options(&front.url, &index);
+    o.tls_ca_file = Some(ca_file);
+    let e = emitter(o).await;
+    e.check().await.unwrap();
+    assert!(
+        e.emit(&batch(&[json!({"over": "tls"})]))
+            .await
+            .unwrap()
+            .is_success()
+    );
+    assert_eq!(search.count(&index).await, 1);
+
+    // The same server without the CA: the certificate is not trusted.
+    let e = emitter(options(&front.url, &index)).await;
+    let err = e.check().await.unwrap_err();
+    assert!(
+        err.message.to_lowercase().contains("certificate"),
+        "{}",
+        err.message
+    );
+    let err = e.emit(&batch(&[json!({"over": "tls"})])).await.unwrap_err();
+    assert!(err.is_retryable());
+
+    // A CA file that holds no certificate is refused when the emitter is built.
+    std::fs::write(dir.path().join("empty.pem"), "nothing here").unwrap();
+    let mut o = options(&front.url, &index);
+    o.tls_ca_file = Some(dir.path().join("empty.pem"));
+    let err = ElasticsearchEmitter::connect(o, "us-east-1")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("tls.ca_file"), "{err}");
+    search.delete_index(&index).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_one_document_keep_their_order_when_an_earlier_one_fails() {
+    let stack = Stack::from_env();
+    let search = Search::new(&stack.opensearch);
+    let index = unique("es-order");
+    // The first write of document "a" is refused with 429 once.
+    let refused = Arc::new(AtomicUsize::new(0));
+    let r = refused.clone();
+    let proxy = FaultProxy::start_with(
+        &stack.opensearch,
+        Arc::new(|_, _, _, _, _| None),
+        Some(bulk_item_faults(move |op| {
+            (op.doc()?["v"] == 1 && r.fetch_add(1, Ordering::SeqCst) == 0).then(ItemFault::rejected)
+        })),
+    )
+    .await;
+    let mut o = options(&proxy.url, &index);
+    o.document_id = DocumentId::Field(kinesis_connectors_core::FieldPath::parse("doc").unwrap());
+    o.max_bulk_documents = 1;
+    let e = emitter(o).await;
+    let docs = [
+        json!({"doc": "a", "v": 1}),
+        json!({"doc": "b", "v": 1}),
+        json!({"doc": "a", "v": 2}),
+    ];
+    let out = e.emit(&batch(&docs)).await.unwrap();
+    let f = failures(&out);
+    // The refused write and the later write of the same document are retried, in that order; "b" is
+    // delivered.
+    assert_eq!(
+        f.iter().map(|(i, k, _)| (*i, *k)).collect::<Vec<_>>(),
+        vec![(0, FailureKind::Retryable), (2, FailureKind::Retryable)],
+        "{f:?}"
+    );
+    assert!(f[1].2.contains("earlier write of the same document"));
+    // Three requests (one document each), one after the other.
+    let log: Vec<_> = proxy
+        .log()
+        .into_iter()
+        .filter(|s| s.path.starts_with("/_bulk"))
+        .collect();
+    assert_eq!(log.len(), 3);
+    assert!(
+        log.windows(2).all(|w| w[1].at >= w[0].done),
+        "sent one after the other"
+    );
+    // What the runner does next: a batch of the failed items, in order; the last write wins.
+    let retry = Batch::new(
+        Arc::from("p"),
+        batch(&docs)
+            .items
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, e)| e)
+            .collect(),
+        1,
+    );
+    assert!(e.emit(&retry).await.unwrap().is_success());
+    assert_eq!(
+        search.get(&index, "a").await,
+        Some(json!({"doc": "a", "v": 2}))
+    );
+    search.delete_index(&index).await;
+}
