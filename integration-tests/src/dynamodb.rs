@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::fault_proxy::{Fault, Rewrite, Rewritten, Seen};
+use crate::fault_proxy::{Rewrite, Rewritten, Seen};
 
 /// A DynamoDB client for `endpoint` (no SDK retries, like the emitter's).
 pub async fn client(endpoint: &str) -> Client {
@@ -135,7 +135,7 @@ pub fn batch_writes(body: &Bytes) -> Vec<Value> {
         .collect()
 }
 
-/// A rule for [`crate::fault_proxy::FaultProxy::start_rewriting`]: in every BatchWriteItem, the write
+/// A rewrite for [`crate::fault_proxy::FaultProxy::start_with`]: in every BatchWriteItem, the write
 /// requests `pick` chooses are not forwarded but handed back in `UnprocessedItems`, as a busy DynamoDB
 /// does. `pick` is called once per write request of each BatchWriteItem.
 pub fn unprocessed_items(pick: impl Fn(&Value) -> bool + Send + Sync + 'static) -> Rewrite {
@@ -162,22 +162,22 @@ pub fn unprocessed_items(pick: impl Fn(&Value) -> bool + Send + Sync + 'static) 
         }
         if forwarded == 0 {
             // Nothing to forward (an empty BatchWriteItem is invalid): answer for DynamoDB.
-            return Some(Rewritten::Answer(Fault {
-                status: 200,
-                content_type: "application/x-amz-json-1.0",
-                body: json!({ "UnprocessedItems": dropped }).to_string(),
-            }));
+            let body = Bytes::from(json!({ "UnprocessedItems": dropped }).to_string());
+            return Some(Rewritten {
+                forward: None,
+                respond: Box::new(move |_, _| (200, body)),
+            });
         }
         items.retain(|_, w| w.as_array().is_some_and(|a| !a.is_empty()));
-        Some(Rewritten::Forward {
-            body: Bytes::from(serde_json::to_vec(&request).unwrap()),
-            response: Box::new(move |response: Bytes| {
+        Some(Rewritten {
+            forward: Some(Bytes::from(serde_json::to_vec(&request).unwrap())),
+            respond: Box::new(move |status, response: Bytes| {
                 let mut v: Value = serde_json::from_slice(&response).unwrap_or(json!({}));
                 if v.get("__type").is_some() {
-                    return response; // an error: the client retries the whole request anyway
+                    return (status, response); // an error: the client retries the whole request anyway
                 }
                 v["UnprocessedItems"] = Value::Object(dropped);
-                Bytes::from(serde_json::to_vec(&v).unwrap())
+                (status, Bytes::from(serde_json::to_vec(&v).unwrap()))
             }),
         })
     })

@@ -1,10 +1,12 @@
 //! A small fault-injecting HTTP proxy: a documented test stand-in for what the local servers cannot do
-//! (throttling, 429s, 5xx, DynamoDB's `UnprocessedItems`). It forwards every request to a target,
-//! except those a rule answers itself, and logs what it saw. A second, optional rule may rewrite a
-//! forwarded exchange: send the target a changed request body and hand the client a changed response
-//! body (e.g. forward only some writes of a DynamoDB BatchWriteItem and report the others as
-//! `UnprocessedItems`, as DynamoDB does when busy). Clients reach it only through their normal
-//! endpoint override.
+//! (throttling, 429s, 5xx). It forwards every request to a target, except those a rule answers itself,
+//! and logs what it saw. Clients reach it only through their normal endpoint override.
+//!
+//! Two hooks, both optional:
+//! * a [`Rule`] answers a whole request itself (a canned [`Fault`]: 429, 503, an AWS error, ...);
+//! * a [`Rewrite`] changes what is forwarded and what comes back, for faults inside one request (e.g.
+//!   failing chosen items of an Elasticsearch `_bulk` request: they are left out of the forwarded body
+//!   and given an error in the response; see [`crate::opensearch::bulk_item_faults`]).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,7 @@ use std::time::Instant;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 /// One request the proxy saw.
@@ -21,19 +23,25 @@ use bytes::Bytes;
 pub struct Seen {
     /// When it arrived.
     pub at: Instant,
+    /// When its answer was ready.
+    pub done: Instant,
     /// The method.
     pub method: Method,
     /// Path and query.
     pub path: String,
     /// The `X-Amz-Target` header (the API operation of AWS JSON protocols), if any.
     pub target: Option<String>,
-    /// The request body.
+    /// The request headers.
+    pub headers: HeaderMap,
+    /// The request body, as the client sent it.
     pub body: Bytes,
     /// The status returned.
     pub status: u16,
+    /// The response body returned to the client.
+    pub response: Bytes,
     /// Whether the proxy answered itself (a fault) instead of forwarding.
     pub injected: bool,
-    /// Whether a rewrite rule changed the exchange (`body` is the request as the client sent it).
+    /// Whether a [`Rewrite`] changed the request or its response.
     pub rewritten: bool,
 }
 
@@ -63,22 +71,17 @@ impl Fault {
 pub type Rule =
     Arc<dyn Fn(&Method, &str, &HeaderMap, &Bytes, usize) -> Option<Fault> + Send + Sync>;
 
-/// How a rewrite rule changes an exchange.
-pub enum Rewritten {
-    /// Forward `body` instead of the client's, and give the client `response(target's body)` (status
-    /// and headers are the target's).
-    Forward {
-        /// The request body to forward.
-        body: Bytes,
-        /// Turns the target's response body into the client's.
-        response: Box<dyn FnOnce(Bytes) -> Bytes + Send>,
-    },
-    /// Answer without forwarding (when nothing of the request is to reach the target).
-    Answer(Fault),
+/// A request the [`Rewrite`] hook changed: what to forward instead, and how to change the answer.
+pub struct Rewritten {
+    /// The body forwarded instead of the client's; `None` forwards nothing (then `respond` is called
+    /// with status 200 and an empty body, and makes the whole answer).
+    pub forward: Option<Bytes>,
+    /// Turns the target's answer (status, body) into the one the client gets.
+    pub respond: Box<dyn FnOnce(u16, Bytes) -> (u16, Bytes) + Send>,
 }
 
-/// Decides, per request the fault rule declined (same arguments as [`Rule`]), whether to rewrite the
-/// exchange.
+/// Decides, per forwarded request (method, path, headers, body, index of the request), whether to
+/// rewrite it; `None` forwards it untouched.
 pub type Rewrite =
     Arc<dyn Fn(&Method, &str, &HeaderMap, &Bytes, usize) -> Option<Rewritten> + Send + Sync>;
 
@@ -101,15 +104,16 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy on 127.0.0.1 (a free port) forwarding to `target`.
     pub async fn start(target: &str, rule: Rule) -> Self {
-        Self::launch(target, rule, None).await
+        Self::start_with(target, rule, None).await
     }
 
-    /// Starts a proxy that also rewrites the exchanges `rewrite` picks (after `rule` declined them).
-    pub async fn start_rewriting(target: &str, rule: Rule, rewrite: Rewrite) -> Self {
-        Self::launch(target, rule, Some(rewrite)).await
+    /// A proxy that only forwards and logs.
+    pub async fn passthrough(target: &str) -> Self {
+        Self::start_with(target, Arc::new(|_, _, _, _, _| None), None).await
     }
 
-    async fn launch(target: &str, rule: Rule, rewrite: Option<Rewrite>) -> Self {
+    /// Starts a proxy with a [`Rule`] for whole-request faults and a [`Rewrite`] for the rest.
+    pub async fn start_with(target: &str, rule: Rule, rewrite: Option<Rewrite>) -> Self {
         let inner = Arc::new(Inner {
             target: target.trim_end_matches('/').to_owned(),
             rule,
@@ -148,6 +152,19 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let at = Instant::now();
     let (parts, body) = req.into_parts();
     let body = to_bytes(body, 64 << 20).await.unwrap_or_default();
+    // Finish (forward and log) even if the client goes away meanwhile (e.g. a killed process): what
+    // reached the target is always in the log.
+    tokio::spawn(answer(inner, at, parts, body))
+        .await
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn answer(
+    inner: Arc<Inner>,
+    at: Instant,
+    parts: axum::http::request::Parts,
+    body: Bytes,
+) -> Response {
     let path = parts
         .uri
         .path_and_query()
@@ -159,81 +176,116 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let index = inner.log.lock().unwrap().len();
-    let mut fault = (inner.rule)(&parts.method, &path, &parts.headers, &body, index);
+    let fault = (inner.rule)(&parts.method, &path, &parts.headers, &body, index);
     let mut rewritten = false;
-    let mut change = None;
-    if fault.is_none() {
-        match inner
-            .rewrite
-            .as_ref()
-            .and_then(|r| r(&parts.method, &path, &parts.headers, &body, index))
-        {
-            Some(Rewritten::Answer(f)) => fault = Some(f),
-            Some(Rewritten::Forward { body, response }) => change = Some((body, response)),
-            None => {}
-        }
-        rewritten = fault.is_some() || change.is_some();
-    }
-    let (response, status, injected) = match fault {
+    let (status, headers, response_body, injected) = match fault {
         Some(f) => {
-            let resp = Response::builder()
-                .status(f.status)
-                .header("content-type", f.content_type)
-                .body(Body::from(f.body))
-                .unwrap();
-            (resp, f.status, true)
+            let mut h = HeaderMap::new();
+            h.insert("content-type", f.content_type.parse().unwrap());
+            (f.status, h, Bytes::from(f.body), true)
         }
         None => {
-            let (forward, on_response) = match change {
-                Some((b, r)) => (b, Some(r)),
-                None => (body.clone(), None),
+            let rewrite = inner
+                .rewrite
+                .as_ref()
+                .and_then(|r| r(&parts.method, &path, &parts.headers, &body, index));
+            rewritten = rewrite.is_some();
+            let (forward, respond) = match rewrite {
+                Some(r) => (r.forward, Some(r.respond)),
+                None => (Some(body.clone()), None),
             };
-            let mut out = inner
-                .client
-                .request(parts.method.clone(), format!("{}{}", inner.target, path))
-                .body(forward);
-            // Headers pass unchanged, Host included: signed requests (SigV4 covers Host) stay valid.
-            for (k, v) in &parts.headers {
-                if k != "content-length" {
-                    out = out.header(k, v);
-                }
-            }
-            match out.send().await {
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let mut b = Response::builder().status(status);
-                    for (k, v) in r.headers() {
-                        // A rewritten body no longer matches the target's checksum.
-                        let stale = on_response.is_some() && k == "x-amz-crc32";
-                        if k != "content-length" && k != "transfer-encoding" && !stale {
-                            b = b.header(k, v);
-                        }
+            let (status, mut headers, bytes) = match forward {
+                Some(forward) => {
+                    let mut headers = parts.headers.clone();
+                    if respond.is_some() {
+                        // The rewrite reads the answer: ask the target for a plain body.
+                        headers.remove("accept-encoding");
                     }
-                    let mut bytes = r.bytes().await.unwrap_or_default();
-                    if let Some(f) = on_response {
-                        bytes = f(bytes);
+                    forward_to(&inner, &parts.method, &path, &headers, forward).await
+                }
+                None => {
+                    // Nothing forwarded: answer in the protocol's content type (AWS JSON protocols
+                    // answer in the type they were asked in).
+                    let mut h = HeaderMap::new();
+                    let asked = parts
+                        .headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let ty = if asked.contains("amz-json") {
+                        asked.to_owned()
+                    } else {
+                        "application/json".to_owned()
+                    };
+                    if let Ok(v) = ty.parse() {
+                        h.insert("content-type", v);
                     }
-                    (b.body(Body::from(bytes)).unwrap(), status, false)
+                    (200, h, Bytes::new())
                 }
-                Err(e) => {
-                    let resp = Response::builder()
-                        .status(StatusCode::BAD_GATEWAY)
-                        .body(Body::from(e.to_string()))
-                        .unwrap();
-                    (resp, 502, false)
+            };
+            let (status, bytes) = match respond {
+                Some(respond) => {
+                    // A changed body no longer matches the target's checksum header (DynamoDB's CRC32).
+                    headers.remove("x-amz-crc32");
+                    respond(status, bytes)
                 }
-            }
+                None => (status, bytes),
+            };
+            (status, headers, bytes, false)
         }
     };
+    let mut b = Response::builder().status(status);
+    for (k, v) in &headers {
+        if k != "content-length" && k != "transfer-encoding" {
+            b = b.header(k, v);
+        }
+    }
+    let response = b.body(Body::from(response_body.clone())).unwrap();
     inner.log.lock().unwrap().push(Seen {
         at,
+        done: Instant::now(),
         method: parts.method,
         path,
         target,
+        headers: parts.headers,
         body,
         status,
+        response: response_body,
         injected,
         rewritten,
     });
     response
+}
+
+/// Forwards a request to the target; a target that cannot be reached is a 502.
+async fn forward_to(
+    inner: &Inner,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> (u16, HeaderMap, Bytes) {
+    let mut out = inner
+        .client
+        .request(method.clone(), format!("{}{}", inner.target, path))
+        .body(body);
+    // Headers pass unchanged, Host included: signed requests (SigV4 covers Host) stay valid.
+    for (k, v) in headers {
+        if k != "content-length" {
+            out = out.header(k, v);
+        }
+    }
+    match out.send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let headers = r.headers().clone();
+            let bytes = r.bytes().await.unwrap_or_default();
+            (status, headers, bytes)
+        }
+        Err(e) => (
+            StatusCode::BAD_GATEWAY.as_u16(),
+            HeaderMap::new(),
+            Bytes::from(e.to_string()),
+        ),
+    }
 }

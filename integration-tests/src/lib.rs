@@ -7,6 +7,9 @@
 
 pub mod dynamodb;
 pub mod fault_proxy;
+pub mod opensearch;
+pub mod tcp_switch;
+pub mod tls_front;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -274,8 +274,12 @@ async fn unprocessed_items_are_resent_until_they_land_or_the_retry_policy_gives_
         let id: u64 = key[2..].parse().unwrap();
         id == 13 || (id.is_multiple_of(3) && d.lock().unwrap().insert(key))
     });
-    let proxy =
-        FaultProxy::start_rewriting(&stack.dynamodb, Arc::new(|_, _, _, _, _| None), rewrite).await;
+    let proxy = FaultProxy::start_with(
+        &stack.dynamodb,
+        Arc::new(|_, _, _, _, _| None),
+        Some(rewrite),
+    )
+    .await;
     let work = Workdir::new();
     let config = work.config(&dynamodb_pipeline(
         &stream,
@@ -761,16 +765,16 @@ async fn requests_in_flight_never_exceed_max_concurrent_writes_across_shards() {
         let mut p = p2.lock().unwrap();
         *p = (*p).max(*n);
         let n3 = n2.clone();
-        Some(integration_tests::fault_proxy::Rewritten::Forward {
-            body: body.clone(),
-            response: Box::new(move |r| {
+        Some(integration_tests::fault_proxy::Rewritten {
+            forward: Some(body.clone()),
+            respond: Box::new(move |status, r| {
                 *n3.lock().unwrap() -= 1;
-                r
+                (status, r)
             }),
         })
     });
     let proxy =
-        FaultProxy::start_rewriting(&stack.dynamodb, Arc::new(|_, _, _, _, _| None), count).await;
+        FaultProxy::start_with(&stack.dynamodb, Arc::new(|_, _, _, _, _| None), Some(count)).await;
     let shard_batch = |shard: &'static str| {
         batch(
             (0..200)

@@ -34,6 +34,7 @@ use kinesis_connectors_core::stages::{
 use kinesis_connectors_core::{
     DeadLetter, Emitter, FieldPath, FileDeadLetter, Filter, Item, Transformer,
 };
+use kinesis_connectors_emitter_elasticsearch::{ElasticsearchEmitter, ElasticsearchOptions};
 use kinesis_connectors_emitter_s3::{S3Emitter, S3Options, S3Settings, S3Writer};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -132,7 +133,8 @@ impl Registry {
     }
 
     /// A registry with the built-in stages: transformers `raw`, `json`; filters `all`, `field`;
-    /// emitters `stdout`, `file`, `null`, `s3`, `dynamodb`; dead-letter target `file`.
+    /// emitters `stdout`, `file`, `null`, `s3`, `dynamodb`, `elasticsearch` (alias `opensearch`);
+    /// dead-letter target `file`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         r.transformer("raw", |_, _: NoOptions| {
@@ -180,6 +182,15 @@ impl Registry {
                 ) as Arc<dyn Emitter<Item>>)
             },
         );
+        // One emitter, two names: Elasticsearch and OpenSearch share the bulk API it speaks.
+        for name in ["elasticsearch", "opensearch"] {
+            r.emitter(name, |ctx, o: ElasticsearchOptions| async move {
+                Ok(
+                    Arc::new(ElasticsearchEmitter::connect(o, &ctx.region).await?)
+                        as Arc<dyn Emitter<Item>>,
+                )
+            });
+        }
         r.dead_letter("file", |_, o: FileDeadLetterOptions| async move {
             Ok(Arc::new(FileDeadLetter::new(o.path)) as Arc<dyn DeadLetter>)
         });

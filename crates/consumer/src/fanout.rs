@@ -61,10 +61,10 @@ pub async fn ensure_consumer(
             .send()
             .await
             .map_err(|e| KinesisError::from_sdk("DescribeStreamConsumer", e))?;
-        if let Some(d) = out.consumer_description {
-            if d.consumer_status == ConsumerStatus::Active {
-                return Ok(d.consumer_arn);
-            }
+        if let Some(d) = out.consumer_description
+            && d.consumer_status == ConsumerStatus::Active
+        {
+            return Ok(d.consumer_arn);
         }
         tokio::time::sleep(retry.ceiling(attempt.min(5))).await;
     }
