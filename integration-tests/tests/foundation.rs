@@ -447,17 +447,28 @@ fn the_demo_prints_matching_counts_for_every_pipeline() {
         .skip(1)
         .take_while(|l| !l.trim().is_empty())
         .collect();
-    assert_eq!(rows.len(), 3, "one row per pipeline:\n{stdout}");
+    let sinks: Vec<&str> = rows
+        .iter()
+        .map(|r| r.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        sinks,
+        ["file", "s3", "dynamodb", "search", "stdout"],
+        "one row per sink:\n{stdout}"
+    );
     for row in rows {
+        // PIPELINE SINK PUT DELIVERED FILTERED DEAD LANDED EXPECTED MATCH WHERE
         let cols: Vec<&str> = row.split_whitespace().collect();
         let n = |i: usize| cols[i].parse::<u64>().unwrap();
         assert_eq!(n(2), 10_020, "{row}");
-        assert!(n(3) > 0, "{row}");
+        assert!(n(3) > 0 && n(6) > 0, "non-zero counts: {row}");
         assert_eq!(
             n(3) + n(4) + n(5),
             n(2),
             "put = delivered + filtered + dead-lettered: {row}"
         );
-        assert_eq!(cols[6], "yes", "{row}");
+        assert_eq!(n(5), 20, "the invalid records are dead-lettered: {row}");
+        assert_eq!(n(6), n(7), "what landed is what was expected: {row}");
+        assert_eq!(cols[8], "yes", "{row}");
     }
 }
