@@ -29,6 +29,23 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Dead-letter commands.
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// Re-inject a pipeline's dead-lettered records (after fixing what made them fail).
+    Replay {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The pipeline.
+        #[arg(long, short)]
+        pipeline: String,
+        /// Into the source stream (read again like new records), or straight through the pipeline.
+        #[arg(long, value_enum, default_value = "stream")]
+        into: crate::replay::ReplayInto,
+    },
+}
+
 /// Log formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -64,7 +81,41 @@ pub enum Command {
         #[arg(long)]
         offline: bool,
     },
-    /// Manage streams: list, exists, describe, create, put.
+    /// Show every shard of a pipeline's stream: state, owner, checkpoint, lag, last checkpoint time.
+    Status {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The pipeline.
+        #[arg(long, short)]
+        pipeline: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read part of the stream through a pipeline without moving its checkpoints.
+    Replay {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The pipeline.
+        #[arg(long, short)]
+        pipeline: String,
+        /// Where to start: an RFC 3339 time (every shard), or SHARD:SEQUENCE[,SHARD:SEQUENCE...] (those
+        /// shards only).
+        #[arg(long)]
+        from: String,
+        /// End once every shard is read to its tip.
+        #[arg(long)]
+        until_tip: bool,
+    },
+    /// Dead-lettered records.
+    DeadLetter {
+        /// The dead-letter command.
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
+    /// Manage streams: list, exists, describe, create, put, reshard, split, merge, cost.
     Streams {
         /// The AWS region.
         #[arg(long, env = "AWS_REGION", default_value = "us-east-1", global = true)]
@@ -165,7 +216,12 @@ async fn dispatch(command: Command, registry: Registry) -> i32 {
             let bound = spec.shutdown_timeout;
             let cancel = CancellationToken::new();
             tokio::spawn(watch_signals(cancel.clone()));
-            let run = run_pipeline(spec, RunOptions { until_tip }, cancel.clone());
+            let options = RunOptions {
+                until_tip,
+                metrics_addr: c.metrics_addr,
+                progress: false,
+            };
+            let run = run_pipeline(spec, options, cancel.clone());
             tokio::pin!(run);
             let result = tokio::select! {
                 r = &mut run => r,
@@ -176,6 +232,85 @@ async fn dispatch(command: Command, registry: Registry) -> i32 {
             };
             match result {
                 Ok(_) => 0,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    EXIT_FAILURE
+                }
+            }
+        }
+        Command::Status {
+            config,
+            pipeline,
+            json,
+        } => {
+            let spec = match load_pipeline(&config, &registry, &pipeline) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match crate::status::shard_status(&spec)
+                .await
+                .and_then(|rows| crate::status::print(&rows, json))
+            {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    EXIT_FAILURE
+                }
+            }
+        }
+        Command::Replay {
+            config,
+            pipeline,
+            from,
+            until_tip,
+        } => {
+            let spec = match load_pipeline(&config, &registry, &pipeline) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let from = match crate::replay::parse_from(&from) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return EXIT_CONFIG;
+                }
+            };
+            let cancel = CancellationToken::new();
+            tokio::spawn(watch_signals(cancel.clone()));
+            match crate::replay::replay(spec, from, until_tip, cancel).await {
+                Ok(m) => {
+                    println!(
+                        "replayed {} records: {} emitted, {} filtered, {} dead-lettered",
+                        m.records_in, m.items_emitted, m.items_filtered, m.dead_lettered
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    EXIT_FAILURE
+                }
+            }
+        }
+        Command::DeadLetter {
+            command:
+                DeadLetterCommand::Replay {
+                    config,
+                    pipeline,
+                    into,
+                },
+        } => {
+            let spec = match load_pipeline(&config, &registry, &pipeline) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match crate::replay::replay_dead_letters(spec, into).await {
+                Ok(r) => {
+                    println!(
+                        "{} dead-lettered records: {} put back into the stream, {} emitted through the pipeline, {} dead-lettered again",
+                        r.entries, r.put, r.emitted, r.dead_lettered_again
+                    );
+                    0
+                }
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     EXIT_FAILURE
@@ -235,6 +370,26 @@ async fn probe_sink(name: &str, p: &mut crate::config::PipelineSpec) -> Result<(
             Ok(())
         }
     }
+}
+
+/// Loads the configuration and takes one pipeline out of it; `Err` is the exit code (message printed).
+fn load_pipeline(
+    config: &std::path::Path,
+    registry: &Registry,
+    pipeline: &str,
+) -> Result<crate::config::PipelineSpec, i32> {
+    let mut c = Config::load(config, registry).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_CONFIG
+    })?;
+    let known: Vec<String> = c.pipelines.keys().cloned().collect();
+    c.pipelines.remove(pipeline).ok_or_else(|| {
+        eprintln!(
+            "error: {}: no pipeline {pipeline:?}; defined: {known:?}",
+            config.display()
+        );
+        EXIT_CONFIG
+    })
 }
 
 async fn bounded_shutdown(cancel: CancellationToken, bound: Duration) {

@@ -64,6 +64,7 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 struct FileToml {
     state_dir: Option<PathBuf>,
+    metrics_addr: Option<String>,
     #[serde(default)]
     pipelines: BTreeMap<String, toml::Value>,
 }
@@ -229,6 +230,8 @@ pub struct Config {
     pub path: PathBuf,
     /// Directory for local state.
     pub state_dir: PathBuf,
+    /// Where `/metrics`, `/health` and `/ready` are served (off when `None`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// The pipelines by name.
     pub pipelines: BTreeMap<String, PipelineSpec>,
 }
@@ -306,6 +309,16 @@ impl Config {
         let state_dir = parsed
             .state_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let metrics_addr = match parsed.metrics_addr.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(a.parse().map_err(|_| {
+                err(
+                    None,
+                    Some("metrics_addr".into()),
+                    format!("invalid address {a:?}: expected HOST:PORT such as \"0.0.0.0:9090\""),
+                )
+            })?),
+        };
         let mut pipelines = BTreeMap::new();
         for (name, value) in parsed.pipelines {
             let spec = validate_pipeline(&name, value, &state_dir, registry, env)
@@ -315,6 +328,7 @@ impl Config {
         Ok(Self {
             path: PathBuf::from(file),
             state_dir,
+            metrics_addr,
             pipelines,
         })
     }

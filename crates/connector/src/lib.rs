@@ -7,9 +7,13 @@
 pub mod cli;
 pub mod config;
 pub mod interpolate;
+pub mod metrics;
+pub mod progress;
 pub mod registry;
+pub mod replay;
 pub mod run;
 pub mod sample;
+pub mod status;
 pub mod streams;
 
 pub use cli::main_with;

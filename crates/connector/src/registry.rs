@@ -134,7 +134,7 @@ impl Registry {
 
     /// A registry with the built-in stages: transformers `raw`, `json`; filters `all`, `field`;
     /// emitters `stdout`, `file`, `null`, `s3`, `dynamodb`, `elasticsearch` (alias `opensearch`);
-    /// dead-letter target `file`.
+    /// dead-letter targets `file`, `s3`, `kinesis`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         r.transformer("raw", |_, _: NoOptions| {
@@ -193,6 +193,31 @@ impl Registry {
         }
         r.dead_letter("file", |_, o: FileDeadLetterOptions| async move {
             Ok(Arc::new(FileDeadLetter::new(o.path)) as Arc<dyn DeadLetter>)
+        });
+        r.dead_letter("s3", |ctx, o: S3DeadLetterOptions| async move {
+            let region = o.region.unwrap_or(ctx.region);
+            let target = kinesis_connectors_emitter_s3::S3DeadLetter::connect(
+                &region,
+                o.endpoint.as_deref(),
+                &o.bucket,
+                &o.prefix,
+                &ctx.pipeline,
+            )
+            .await;
+            Ok(Arc::new(target) as Arc<dyn DeadLetter>)
+        });
+        r.dead_letter("kinesis", |ctx, o: KinesisDeadLetterOptions| async move {
+            let region = o.region.unwrap_or(ctx.region);
+            let client = kinesis_connectors_consumer::StreamClient::connect(
+                &region,
+                o.endpoint.as_deref().filter(|e| !e.is_empty()),
+            )
+            .await;
+            Ok(
+                Arc::new(kinesis_connectors_consumer::KinesisDeadLetter::new(
+                    client, o.stream,
+                )) as Arc<dyn DeadLetter>,
+            )
         });
         r
     }
@@ -456,6 +481,37 @@ pub struct FileOptions {
 
 fn yes() -> bool {
     true
+}
+
+/// Dead-letter `type = "s3"`: one NDJSON object per write under `{prefix}{pipeline}/yyyy/MM/dd/`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3DeadLetterOptions {
+    /// The bucket.
+    pub bucket: String,
+    /// Key prefix (default `dead-letter/`).
+    #[serde(default = "dead_letter_prefix")]
+    pub prefix: String,
+    /// The bucket's region (default: the pipeline's).
+    pub region: Option<String>,
+    /// Endpoint override.
+    pub endpoint: Option<String>,
+}
+
+fn dead_letter_prefix() -> String {
+    "dead-letter/".into()
+}
+
+/// Dead-letter `type = "kinesis"`: entries (JSON, data in base64) put to another stream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisDeadLetterOptions {
+    /// The dead-letter stream.
+    pub stream: String,
+    /// Its region (default: the pipeline's).
+    pub region: Option<String>,
+    /// Endpoint override.
+    pub endpoint: Option<String>,
 }
 
 /// Dead-letter `type = "file"`.

@@ -7,7 +7,7 @@ use kinesis_connectors_consumer::{
     DynamoDbLeaseStore, FileCheckpointStore, LeaseSettings, LeaseStore, PipelineProcessorFactory,
     Worker, WorkerSettings, api,
 };
-use kinesis_connectors_core::{MetricsSnapshot, Pipeline};
+use kinesis_connectors_core::{DeadLetter, Item, MetricsSnapshot, Pipeline};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CheckpointSpec, PipelineSpec};
@@ -17,15 +17,17 @@ use crate::config::{CheckpointSpec, PipelineSpec};
 pub struct RunOptions {
     /// End once every shard is at its tip (or ended) and everything read is delivered.
     pub until_tip: bool,
+    /// Serve `/metrics`, `/health` and `/ready` here.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Show per-shard progress (bars on a terminal, a summary otherwise).
+    pub progress: bool,
 }
 
-/// Runs `spec` until `cancel` fires (or the tip is reached with `until_tip`), then stops fetching,
-/// delivers what was read, writes the last checkpoints and returns the pipeline's counters.
-pub async fn run_pipeline(
-    mut spec: PipelineSpec,
-    options: RunOptions,
-    cancel: CancellationToken,
-) -> anyhow::Result<MetricsSnapshot> {
+/// Builds the pipeline of `spec` (emitter built and checked, dead-letter target built); returns it
+/// with its dead-letter target.
+pub async fn build_pipeline(
+    spec: &mut PipelineSpec,
+) -> anyhow::Result<(Pipeline<Item>, Arc<dyn DeadLetter>)> {
     let name = spec.name.clone();
     let emitter = spec
         .emitter
@@ -55,6 +57,28 @@ pub async fn run_pipeline(
                 spec.dead_letter_type
             )
         })?;
+    let mut pipeline = Pipeline::new(
+        name.as_str(),
+        spec.transformer.clone(),
+        emitter,
+        dead_letter.clone(),
+    )
+    .settings(spec.settings.clone());
+    for f in &spec.filters {
+        pipeline = pipeline.filter(f.clone());
+    }
+    Ok((pipeline, dead_letter))
+}
+
+/// Runs `spec` until `cancel` fires (or the tip is reached with `until_tip`), then stops fetching,
+/// delivers what was read, writes the last checkpoints and returns the pipeline's counters.
+pub async fn run_pipeline(
+    mut spec: PipelineSpec,
+    options: RunOptions,
+    cancel: CancellationToken,
+) -> anyhow::Result<MetricsSnapshot> {
+    let name = spec.name.clone();
+    let (pipeline, dead_letter) = build_pipeline(&mut spec).await?;
     let store: Arc<dyn LeaseStore> = match &spec.checkpoint {
         CheckpointSpec::File { path } => Arc::new(
             FileCheckpointStore::open(path, &spec.source.stream)
@@ -79,16 +103,6 @@ pub async fn run_pipeline(
     );
     leases.max_leases = spec.leases.max_leases;
 
-    let mut pipeline = Pipeline::new(
-        name.as_str(),
-        spec.transformer.clone(),
-        emitter,
-        dead_letter.clone(),
-    )
-    .settings(spec.settings.clone());
-    for f in &spec.filters {
-        pipeline = pipeline.filter(f.clone());
-    }
     let (handle, running) = pipeline.start();
     let mut pipeline_task = tokio::spawn(running.wait());
 
@@ -107,6 +121,27 @@ pub async fn run_pipeline(
         store.clone(),
         Arc::new(PipelineProcessorFactory::new(handle.clone())),
     );
+    let endpoint = match options.metrics_addr {
+        Some(addr) => {
+            let observed = Arc::new(crate::metrics::Observed {
+                pipeline: name.clone(),
+                emitter: spec.emitter_type.clone(),
+                pipeline_metrics: handle.metrics_handle(),
+                consumer: worker.metrics(),
+            });
+            Some(
+                crate::metrics::serve(addr, observed)
+                    .await
+                    .with_context(|| {
+                        format!("pipeline {name:?}: cannot serve metrics on {addr}")
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let progress = options
+        .progress
+        .then(|| crate::progress::Progress::start(worker.metrics()));
     tracing::info!(
         pipeline = %name, stream = %spec.source.stream, emitter = %spec.emitter_type,
         checkpoints = %store.describe(), dead_letter = %dead_letter.describe(),
@@ -124,6 +159,12 @@ pub async fn run_pipeline(
             };
         }
     };
+    if let Some(p) = progress {
+        p.finish();
+    }
+    if let Some(e) = endpoint {
+        e.abort();
+    }
     drop(worker);
     let _ = handle.shutdown().await;
     drop(handle);

@@ -44,6 +44,55 @@ pub enum StreamsCommand {
         #[arg(long, default_value_t = 1)]
         shards: i32,
     },
+    /// Change the number of open shards (UpdateShardCount, uniform scaling; at most double or half per
+    /// call) and wait until the stream is ACTIVE.
+    Reshard {
+        /// The stream.
+        stream: String,
+        /// The target number of open shards.
+        #[arg(long)]
+        shards: i32,
+    },
+    /// Split a shard in two (at the middle of its hash-key range unless `--at` is given).
+    Split {
+        /// The stream.
+        stream: String,
+        /// The shard to split.
+        shard: String,
+        /// The first hash key of the new upper shard.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Merge two adjacent shards.
+    Merge {
+        /// The stream.
+        stream: String,
+        /// One shard.
+        shard: String,
+        /// The shard adjacent to it.
+        adjacent: String,
+    },
+    /// Estimate the stream's monthly cost: shard-hours of the open shards and PUT payload units
+    /// (25 KB each) of the given traffic.
+    Cost {
+        /// The stream.
+        stream: String,
+        /// Records put per second.
+        #[arg(long, default_value_t = 0.0)]
+        records_per_second: f64,
+        /// Average record size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        average_record_bytes: u64,
+        /// Price of a shard-hour (USD).
+        #[arg(long, default_value_t = SHARD_HOUR_PRICE)]
+        shard_hour_price: f64,
+        /// Price of a million PUT payload units (USD).
+        #[arg(long, default_value_t = PUT_UNITS_PRICE)]
+        put_units_price: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Put records: lines of a file or of stdin, or generated sample events.
     Put {
         /// The stream.
@@ -64,6 +113,55 @@ pub enum StreamsCommand {
         #[arg(long)]
         partition_key_field: Option<String>,
     },
+}
+
+/// Default price of a shard-hour (USD), from the project's seed; override with `--shard-hour-price`.
+pub const SHARD_HOUR_PRICE: f64 = 0.015;
+/// Default price of a million PUT payload units (USD); override with `--put-units-price`.
+pub const PUT_UNITS_PRICE: f64 = 0.028;
+/// Hours in the average month (365 × 24 / 12).
+pub const HOURS_PER_MONTH: f64 = 730.0;
+/// Bytes in one PUT payload unit.
+pub const PUT_UNIT_BYTES: u64 = 25 * 1024;
+
+/// A monthly cost estimate.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct CostEstimate {
+    /// Open shards billed.
+    pub open_shards: usize,
+    /// Shard-hours in a month.
+    pub shard_hours: f64,
+    /// Their cost.
+    pub shard_cost: f64,
+    /// PUT payload units in a month.
+    pub put_units: f64,
+    /// Their cost.
+    pub put_cost: f64,
+    /// Both.
+    pub total: f64,
+}
+
+/// The monthly cost of `open_shards` shards receiving `records_per_second` records of `bytes` bytes.
+pub fn estimate_cost(
+    open_shards: usize,
+    records_per_second: f64,
+    bytes: u64,
+    shard_hour_price: f64,
+    put_units_price: f64,
+) -> CostEstimate {
+    let shard_hours = open_shards as f64 * HOURS_PER_MONTH;
+    let units_per_record = bytes.div_ceil(PUT_UNIT_BYTES).max(1) as f64;
+    let put_units = records_per_second * HOURS_PER_MONTH * 3600.0 * units_per_record;
+    let shard_cost = shard_hours * shard_hour_price;
+    let put_cost = put_units / 1e6 * put_units_price;
+    CostEstimate {
+        open_shards,
+        shard_hours,
+        shard_cost,
+        put_units,
+        put_cost,
+        total: shard_cost + put_cost,
+    }
 }
 
 /// Runs a streams command; returns the process exit code.
@@ -118,6 +216,63 @@ pub async fn run(client: &StreamClient, cmd: StreamsCommand) -> anyhow::Result<i
                         s.ending_hash_key
                     );
                 }
+            }
+        }
+        StreamsCommand::Reshard { stream, shards } => {
+            client.reshard(&stream, shards).await?;
+            let open = client.leaf_shards(&stream).await?.len();
+            println!("resharded {stream}: {open} open shards");
+        }
+        StreamsCommand::Split { stream, shard, at } => {
+            let info = client
+                .shards(&stream)
+                .await?
+                .into_iter()
+                .find(|s| s.shard_id == shard)
+                .with_context(|| format!("no shard {shard} in {stream}"))?;
+            match at {
+                Some(key) => client.split_at(&stream, &shard, &key).await?,
+                None => client.split_in_half(&stream, &info).await?,
+            }
+            println!("split {shard} of {stream}");
+        }
+        StreamsCommand::Merge {
+            stream,
+            shard,
+            adjacent,
+        } => {
+            client.merge(&stream, &shard, &adjacent).await?;
+            println!("merged {shard} and {adjacent} of {stream}");
+        }
+        StreamsCommand::Cost {
+            stream,
+            records_per_second,
+            average_record_bytes,
+            shard_hour_price,
+            put_units_price,
+            json,
+        } => {
+            let open = client.leaf_shards(&stream).await?.len();
+            let c = estimate_cost(
+                open,
+                records_per_second,
+                average_record_bytes,
+                shard_hour_price,
+                put_units_price,
+            );
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                println!("stream {stream}: monthly estimate ({HOURS_PER_MONTH} h)");
+                println!(
+                    "  {} open shards × {:.0} h × ${shard_hour_price}/shard-hour = ${:.2}",
+                    c.open_shards, HOURS_PER_MONTH, c.shard_cost
+                );
+                println!(
+                    "  {records_per_second} records/s of {average_record_bytes} B = {:.0} PUT payload units × ${put_units_price}/million = ${:.2}",
+                    c.put_units, c.put_cost
+                );
+                println!("  total ${:.2} per month", c.total);
             }
         }
         StreamsCommand::Create { stream, shards } => {
@@ -204,4 +359,22 @@ async fn put_lines(
         total += client.put_batch(stream, chunk).await?.len() as u64;
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_of_shard_hours_and_put_units() {
+        let c = estimate_cost(4, 1000.0, 1024, SHARD_HOUR_PRICE, PUT_UNITS_PRICE);
+        assert!((c.shard_cost - 4.0 * 730.0 * 0.015).abs() < 1e-9);
+        // 1,000 records/s of 1 KiB: one unit each, 2,628,000,000 units a month.
+        assert!((c.put_units - 2_628_000_000.0).abs() < 1.0);
+        assert!((c.put_cost - 2628.0 * 0.028).abs() < 1e-6);
+        // 30 KiB records take two units each.
+        assert!(
+            (estimate_cost(1, 1.0, 30 * 1024, 0.0, 1.0).put_units - 2.0 * 2_628_000.0).abs() < 1.0
+        );
+    }
 }

@@ -355,6 +355,17 @@ impl StreamClient {
         self.wait_active(stream, Duration::from_secs(300)).await
     }
 
+    /// Splits `shard` at `new_starting_hash_key` and waits until the stream is ACTIVE.
+    pub async fn split_at(
+        &self,
+        stream: &str,
+        shard: &str,
+        new_starting_hash_key: &str,
+    ) -> Result<(), KinesisError> {
+        api::split_shard(&self.client, stream, shard, new_starting_hash_key).await?;
+        self.wait_active(stream, Duration::from_secs(300)).await
+    }
+
     /// Merges two adjacent shards and waits until the stream is ACTIVE.
     pub async fn merge(
         &self,

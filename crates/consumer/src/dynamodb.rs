@@ -15,7 +15,8 @@
 //!
 //! Two attributes of ours complete sentinels the KCL keeps in its configuration instead:
 //! `kcStartTimestamp` (the time of an `AT_TIMESTAMP` start) and `kcStartSequence` (an `at_sequence`
-//! start). KCL applications ignore them. The table is created on demand (on-demand billing).
+//! start); `kcCheckpointedAt` records when the checkpoint was written (for `status`). KCL applications
+//! ignore them. The table is created on demand (on-demand billing).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -46,6 +47,7 @@ const START_HASH: &str = "startingHashKey";
 const END_HASH: &str = "endingHashKey";
 const START_TIMESTAMP: &str = "kcStartTimestamp";
 const START_SEQUENCE: &str = "kcStartSequence";
+const CHECKPOINTED_AT: &str = "kcCheckpointedAt";
 
 /// The lease table; see the module documentation.
 pub struct DynamoDbLeaseStore {
@@ -147,7 +149,9 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<Lease, String> {
         parents: set(PARENTS),
         children: set(CHILDREN),
         hash_range,
-        updated_at: None,
+        updated_at: text(CHECKPOINTED_AT)
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.to_utc()),
         shard_id,
     })
 }
@@ -433,7 +437,8 @@ impl LeaseStore for DynamoDbLeaseStore {
     ) -> Result<Option<u64>, StoreError> {
         let next = expected + 1;
         let (cp, sub, extra) = encode_checkpoint(checkpoint);
-        let mut set = String::from("SET #cp = :cp, #sub = :sub, #c = :next, #sw = :zero");
+        let mut set =
+            String::from("SET #cp = :cp, #sub = :sub, #c = :next, #sw = :zero, #at = :at");
         let mut req = self.update(shard);
         for (i, (k, v)) in extra.into_iter().enumerate() {
             set.push_str(&format!(", #x{i} = :x{i}"));
@@ -454,7 +459,9 @@ impl LeaseStore for DynamoDbLeaseStore {
             .expression_attribute_values(":expected", n(expected))
             .expression_attribute_values(":cp", s(&cp))
             .expression_attribute_values(":sub", n(sub))
-            .expression_attribute_values(":zero", n(0));
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_names("#at", CHECKPOINTED_AT)
+            .expression_attribute_values(":at", s(&chrono::Utc::now().to_rfc3339()));
         Ok(self
             .conditional("UpdateItem (checkpoint)", req)
             .await?

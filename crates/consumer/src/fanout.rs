@@ -108,6 +108,7 @@ pub(crate) struct FanOutReader<'a> {
     pub(crate) hash_range: Option<(u128, u128)>,
     pub(crate) until_tip: bool,
     pub(crate) cancel: &'a CancellationToken,
+    pub(crate) metrics: &'a crate::metrics::ConsumerMetrics,
 }
 
 enum Step {
@@ -234,7 +235,14 @@ impl FanOutReader<'_> {
             });
         }
         let last = records.last().map(|r| r.position.sequence.clone());
+        let last_arrival = records.last().and_then(|r| r.approximate_arrival);
         let records = user_records(records, self.hash_range, skip.as_ref(), self.shard);
+        self.metrics.on_page(
+            self.shard,
+            records.len(),
+            Some(event.millis_behind_latest),
+            last_arrival,
+        );
         if let Some(last) = last {
             if skip.as_ref().is_some_and(|s| last > s.sequence) {
                 *skip = None;
@@ -255,6 +263,7 @@ impl FanOutReader<'_> {
             }
         }
         if !children.is_empty() && (empty || event.continuation_sequence_number.is_empty()) {
+            self.metrics.on_end(self.shard);
             tracing::info!(shard = %self.shard, children = ?children.iter().map(|c| &c.shard_id).collect::<Vec<_>>(), "shard end reached");
             return Ok(Step::Done(ReadOutcome::ShardEnd));
         }

@@ -13,11 +13,13 @@
 
 pub mod api;
 mod client;
+mod dead_letter;
 mod dynamodb;
 mod error;
 mod fanout;
 pub mod kpl;
 pub mod lease;
+mod metrics;
 mod pipeline_processor;
 mod position;
 mod processor;
@@ -27,10 +29,12 @@ mod store;
 mod worker;
 
 pub use client::{PutEntry, PutResult, StreamClient, StreamDescription};
+pub use dead_letter::KinesisDeadLetter;
 pub use dynamodb::DynamoDbLeaseStore;
 pub use error::{ConsumerError, KinesisError, StoreError};
 pub use fanout::ensure_consumer;
 pub use lease::{DEFAULT_FAILOVER_TIME, HeldLease, Lease, LeaseSettings, LeaseStore};
+pub use metrics::{ConsumerMetrics, ShardProgress};
 pub use pipeline_processor::PipelineProcessorFactory;
 pub use position::{Checkpoint, InitialPosition};
 pub use processor::{

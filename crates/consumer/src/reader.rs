@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, GET_RECORDS_MAX_LIMIT, IteratorStart};
 use crate::error::{ConsumerError, KinesisError};
 use crate::kpl;
+use crate::metrics::ConsumerMetrics;
 use crate::position::Checkpoint;
 use crate::processor::{Checkpointer, ProcessRecordsInput, ShardRecordProcessor};
 
@@ -143,6 +144,7 @@ pub(crate) struct ShardReader<'a> {
     pub(crate) hash_range: Option<(u128, u128)>,
     pub(crate) until_tip: bool,
     pub(crate) cancel: &'a CancellationToken,
+    pub(crate) metrics: &'a ConsumerMetrics,
 }
 
 impl ShardReader<'_> {
@@ -210,6 +212,9 @@ impl ShardReader<'_> {
                         .delay(failures, None)
                         .max(self.settings.poll_interval);
                     failures = failures.saturating_add(1);
+                    if matches!(e, KinesisError::Throttled { .. }) {
+                        self.metrics.on_throttle(self.shard);
+                    }
                     tracing::warn!(shard = %self.shard, error = %e, wait_ms = wait.as_millis() as u64, "GetRecords failed; backing off");
                     next_call = Instant::now() + wait;
                     continue;
@@ -219,7 +224,14 @@ impl ShardReader<'_> {
             let empty = page.records.is_empty();
             let at_tip = empty && page.millis_behind_latest.unwrap_or(0) == 0;
             let last_sequence = page.records.last().map(|r| r.position.sequence.clone());
+            let last_arrival = page.records.last().and_then(|r| r.approximate_arrival);
             let records = user_records(page.records, self.hash_range, skip.as_ref(), self.shard);
+            self.metrics.on_page(
+                self.shard,
+                records.len(),
+                page.millis_behind_latest,
+                last_arrival,
+            );
             if let Some(last) = last_sequence {
                 // Past the checkpointed record, nothing more needs skipping.
                 if skip.as_ref().is_some_and(|s| last > s.sequence) {
@@ -242,6 +254,7 @@ impl ShardReader<'_> {
             }
             match page.next_iterator {
                 None => {
+                    self.metrics.on_end(self.shard);
                     tracing::info!(shard = %self.shard, children = ?page.child_shards, "shard end reached");
                     return Ok(ReadOutcome::ShardEnd);
                 }

@@ -37,6 +37,7 @@ use crate::lease::{
     DEFAULT_FAILOVER_TIME, ExpiryClock, HeldLease, Lease, LeaseSettings, LeaseStore, LeaseView,
     plan_takes,
 };
+use crate::metrics::ConsumerMetrics;
 use crate::position::{Checkpoint, InitialPosition};
 use crate::processor::{
     Checkpointer, InitializationInput, ShardRecordProcessorFactory, ShutdownReason,
@@ -102,6 +103,7 @@ pub struct Worker {
     settings: WorkerSettings,
     store: Arc<dyn LeaseStore>,
     factory: Arc<dyn ShardRecordProcessorFactory>,
+    metrics: Arc<ConsumerMetrics>,
 }
 
 struct RunningShard {
@@ -128,7 +130,13 @@ impl Worker {
             settings,
             store,
             factory,
+            metrics: Arc::new(ConsumerMetrics::default()),
         }
+    }
+
+    /// The engine's live counters (per-shard progress, leases held).
+    pub fn metrics(&self) -> Arc<ConsumerMetrics> {
+        self.metrics.clone()
     }
 
     /// This worker's id in the lease table.
@@ -236,6 +244,7 @@ impl Worker {
             if !cancel.is_cancelled() {
                 self.take_leases(&me, &scan, &mut held).await;
             }
+            self.metrics.set_leases_held(held.len());
             // Start reading held shards whose parents are done.
             for (shard, lease) in &scan.leases {
                 let Some(h) = held.get(shard) else { continue };
@@ -275,6 +284,7 @@ impl Worker {
                     consumer_arn: consumer_arn.clone(),
                     lease: h.clone(),
                     factory: self.factory.clone(),
+                    metrics: self.metrics.clone(),
                     cancel: token,
                     abandon,
                 };
@@ -314,6 +324,7 @@ impl Worker {
                         Ok(ReadOutcome::Cancelled) => {
                             if held.get(&shard).is_some_and(|h| h.is_lost()) {
                                 held.remove(&shard);
+                                self.metrics.forget(&shard);
                             }
                         }
                         Err(e) => {
@@ -563,6 +574,7 @@ struct ShardTask {
     factory: Arc<dyn ShardRecordProcessorFactory>,
     cancel: CancellationToken,
     abandon: Arc<AtomicBool>,
+    metrics: Arc<ConsumerMetrics>,
 }
 
 impl ShardTask {
@@ -590,6 +602,7 @@ impl ShardTask {
                     hash_range: self.hash_range,
                     until_tip: self.until_tip,
                     cancel: &self.cancel,
+                    metrics: &self.metrics,
                 };
                 reader
                     .run(&self.checkpoint, processor.as_mut(), &checkpointer)
@@ -605,6 +618,7 @@ impl ShardTask {
                     hash_range: self.hash_range,
                     until_tip: self.until_tip,
                     cancel: &self.cancel,
+                    metrics: &self.metrics,
                 };
                 reader
                     .run(&self.checkpoint, processor.as_mut(), &checkpointer)

@@ -120,6 +120,14 @@ pub trait DeadLetter: Send + Sync {
 
     /// Where entries go, for logs and `status` (e.g. `file:/var/lib/kc/dead.jsonl`).
     fn describe(&self) -> String;
+
+    /// Every entry the target holds (for `dead-letter replay`); targets that cannot be read back say so.
+    async fn read_all(&self) -> Result<Vec<DeadLetterEntry>, DeadLetterError> {
+        Err(DeadLetterError {
+            target: self.describe(),
+            message: "this dead-letter target cannot be read back".into(),
+        })
+    }
 }
 
 /// Appends entries as JSON lines to a local file and `fsync`s before returning.
@@ -197,6 +205,14 @@ impl DeadLetter for FileDeadLetter {
 
     fn describe(&self) -> String {
         format!("file:{}", self.path.display())
+    }
+
+    async fn read_all(&self) -> Result<Vec<DeadLetterEntry>, DeadLetterError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || FileDeadLetter::read_all(&path))
+            .await
+            .map_err(|e| self.error(e))?
+            .map_err(|e| self.error(e))
     }
 }
 

@@ -45,7 +45,9 @@ pub use dead_letter::{
 pub use emitter::{EmitError, EmitOutcome, Emitter, FailureKind, ItemFailure};
 pub use error::{CheckpointError, PipelineError};
 pub use item::{EmittedSize, FieldPath, Item, ItemFormat};
-pub use metrics::{MetricsSnapshot, PipelineMetrics};
+pub use metrics::{
+    Histogram, HistogramSnapshot, LATENCY_BUCKETS, MetricsSnapshot, PipelineMetrics,
+};
 pub use pipeline::{
     BufferFactory, DEFAULT_INTAKE_CAPACITY, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_QUEUED_BATCHES, Pipeline, PipelineHandle, PipelineSettings, RunningPipeline,

@@ -23,6 +23,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
+mod dead_letter;
 mod emitter;
 pub mod encode;
 pub mod key;
@@ -30,4 +31,5 @@ mod retry;
 mod upload;
 
 pub use config::{Column, ColumnType, Compression, Format, S3Options, S3Settings};
+pub use dead_letter::S3DeadLetter;
 pub use emitter::{BatchWrite, S3Emitter, S3Writer, WrittenObject};

@@ -64,6 +64,9 @@ impl<I: Send + Sync + 'static> Deliverer<I> {
             let started = std::time::Instant::now();
             let result = self.emitter.emit(&batch).await;
             let elapsed = started.elapsed();
+            self.metrics.observe_emit(elapsed.as_secs_f64());
+            let whole_batch_failed = matches!(&result, Err(e) if e.is_retryable());
+            self.metrics.set_failing(whole_batch_failed);
             let (retry, hint, reason) = match result {
                 Ok(outcome) if outcome.is_success() => {
                     PipelineMetrics::add(&self.metrics.items_emitted, batch.len() as u64);
@@ -74,6 +77,10 @@ impl<I: Send + Sync + 'static> Deliverer<I> {
                     let n = batch.len();
                     let mut verdict: Vec<Option<(FailureKind, String)>> = vec![None; n];
                     let mut hint: Option<Duration> = None;
+                    PipelineMetrics::add(
+                        &self.metrics.item_failures,
+                        outcome.failures.len() as u64,
+                    );
                     for f in outcome.failures {
                         match verdict.get_mut(f.index) {
                             Some(v) => *v = Some((f.kind, f.reason)),
@@ -126,10 +133,12 @@ impl<I: Send + Sync + 'static> Deliverer<I> {
                     (true, hint, first_reason.unwrap_or_default())
                 }
                 Err(e) if e.is_retryable() && self.retry.allows(attempts) => {
+                    PipelineMetrics::add(&self.metrics.item_failures, batch.len() as u64);
                     batch.context.attempt = attempts;
                     (true, e.retry_after, e.message)
                 }
                 Err(e) => {
+                    PipelineMetrics::add(&self.metrics.item_failures, batch.len() as u64);
                     let reason = if e.is_retryable() {
                         format!("retries exhausted after {attempts} attempts: {}", e.message)
                     } else {
