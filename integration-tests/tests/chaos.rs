@@ -1,6 +1,6 @@
 //! The chaos suite: three workers share a stream through the lease table and write to S3 while workers
 //! are SIGKILLed and restarted, the stream is resharded, S3 goes away for a while, and the S3 endpoint
-//! answers some requests with 500 and 503 SlowDown. A ledger of every record put (unique ids) is
+//! answers some requests with 500, 503 SlowDown or 429. A ledger of every record put (unique ids) is
 //! compared with what S3 holds: nothing may be lost; duplicates are counted. Peak memory of the workers
 //! must stay within their configured buffers plus a fixed overhead while S3 is away.
 //!
@@ -65,7 +65,7 @@ async fn trial(stack: &Stack, n: usize, produce_for: Duration, outage: Duration)
     client.create(&stream, 4).await.unwrap();
     let table = unique("chaos-leases");
     let bucket = stack.bucket().await;
-    // emitter → switch (outage: connection refused) → proxy (500 / 503 SlowDown on 10% of PUTs) → S3
+    // emitter → switch (outage: connection refused) → proxy (500 / 503 SlowDown / 429 on 10% of PUTs) → S3
     let faults = Arc::new(AtomicU64::new(0));
     let f = faults.clone();
     let proxy = FaultProxy::start(
@@ -75,7 +75,11 @@ async fn trial(stack: &Stack, n: usize, produce_for: Duration, outage: Duration)
             if !object_put || rand::rng().random_range(0..10) != 0 {
                 return None;
             }
-            let (status, code) = if f.fetch_add(1, Ordering::SeqCst) % 2 == 0 { (500, "InternalError") } else { (503, "SlowDown") };
+            let (status, code) = match f.fetch_add(1, Ordering::SeqCst) % 3 {
+                0 => (500, "InternalError"),
+                1 => (503, "SlowDown"),
+                _ => (429, "TooManyRequests"),
+            };
             Some(Fault {
                 status,
                 content_type: "application/xml",
@@ -230,7 +234,7 @@ async fn chaos_trials_lose_nothing() {
         .max(outage + Duration::from_secs(6));
     let bound = CONFIGURED_BUFFERS + FIXED_OVERHEAD;
     println!(
-        "| trial | records put | lost | duplicated | SIGKILLs | reshard 4→8 | S3 outage | injected 500/503 | peak worker RSS | bound | time |"
+        "| trial | records put | lost | duplicated | SIGKILLs | reshard 4→8 | S3 outage | injected 500/503/429 | peak worker RSS | bound | time |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut results = BTreeMap::new();
