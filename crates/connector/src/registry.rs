@@ -133,7 +133,7 @@ impl Registry {
     }
 
     /// A registry with the built-in stages: transformers `raw`, `json`; filters `all`, `field`;
-    /// emitters `stdout`, `file`, `null`, `s3`, `dynamodb`, `elasticsearch` (alias `opensearch`);
+    /// emitters `stdout`, `file`, `null`, `s3`, `dynamodb`, `elasticsearch` (alias `opensearch`), `redshift`;
     /// dead-letter target `file`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
@@ -191,6 +191,22 @@ impl Registry {
                 )
             });
         }
+        r.emitter_validated(
+            "redshift",
+            |_, o: kinesis_connectors_emitter_redshift::RedshiftOptions| {
+                o.validate().map_err(|e| StageError::at(e.key, e.message))
+            },
+            |ctx, config| async move {
+                Ok(Arc::new(
+                    kinesis_connectors_emitter_redshift::RedshiftEmitter::connect(
+                        &ctx.pipeline,
+                        config,
+                        &ctx.region,
+                    )
+                    .await,
+                ) as Arc<dyn Emitter<Item>>)
+            },
+        );
         r.dead_letter("file", |_, o: FileDeadLetterOptions| async move {
             Ok(Arc::new(FileDeadLetter::new(o.path)) as Arc<dyn DeadLetter>)
         });
