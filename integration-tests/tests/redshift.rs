@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -65,6 +65,38 @@ retry = {{ base_delay = "10ms", max_delay = "200ms" }}
     )
 }
 
+/// A working directory with a pipeline from `stream` into `table` (the test records' columns, created
+/// by the emitter) through the Data API at `endpoint`, in batches of `max_records`.
+fn records_pipeline(
+    stack: &Stack,
+    endpoint: &str,
+    bucket: &str,
+    table: &str,
+    stream: &str,
+    max_records: usize,
+) -> (Workdir, std::path::PathBuf) {
+    let emitter = emitter_options(
+        stack,
+        endpoint,
+        bucket,
+        table,
+        &format!(", columns = {COLUMNS}, create_table = true"),
+    );
+    let work = Workdir::new();
+    let config = work.config(&pipeline(
+        stream,
+        stack,
+        &emitter,
+        &format!("buffer = {{ max_records = {max_records}, max_age = \"1h\" }}"),
+    ));
+    (work, config)
+}
+
+/// Runs the connector until the stream's tip is delivered.
+fn run_to_tip(work: &Workdir, config: &std::path::Path) {
+    tokio::task::block_in_place(|| Connector::run_until_tip(work.dir.path(), config, "p", &[]));
+}
+
 /// (id, key, n, pad) of every row, by id.
 async fn rows(pg: &tokio_postgres::Client, table: &str) -> Vec<(i64, String, i64, String)> {
     pg.query(
@@ -76,6 +108,20 @@ async fn rows(pg: &tokio_postgres::Client, table: &str) -> Vec<(i64, String, i64
     .iter()
     .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
     .collect()
+}
+
+/// The file (manifest or object URL) of every load submitted through the proxy, in order; the start-up
+/// check's statements are not loads.
+fn copied_files(proxy: &FaultProxy) -> Vec<String> {
+    proxy
+        .calls("BatchExecuteStatement")
+        .iter()
+        .filter_map(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            let copy = body["Sqls"][2].as_str().filter(|s| s.starts_with("COPY"))?;
+            Some(copy.split('\'').nth(1).unwrap().to_owned())
+        })
+        .collect()
 }
 
 async fn count(pg: &tokio_postgres::Client, sql: &str) -> i64 {
@@ -173,6 +219,8 @@ async fn sigkill_between_copy_and_checkpoint_loads_no_row_twice_and_loses_none()
     // never learns it, so it cannot checkpoint them.
     let frozen = Arc::new(AtomicBool::new(false));
     let f = frozen.clone();
+    let frozen_answers = Arc::new(AtomicUsize::new(0));
+    let answered = frozen_answers.clone();
     let proxy = FaultProxy::start(
         &rs.url,
         Arc::new(move |_, _, headers, body, _| {
@@ -183,6 +231,7 @@ async fn sigkill_between_copy_and_checkpoint_loads_no_row_twice_and_loses_none()
                 return None;
             }
             let id = serde_json::from_slice::<serde_json::Value>(body).unwrap()["Id"].clone();
+            answered.fetch_add(1, Ordering::SeqCst);
             Some(Fault {
                 status: 200,
                 content_type: "application/x-amz-json-1.1",
@@ -238,17 +287,25 @@ async fn sigkill_between_copy_and_checkpoint_loads_no_row_twice_and_loses_none()
     }
     assert!(before >= 3, "loads did not start");
     frozen.store(true, Ordering::SeqCst);
-    // Wait for a load that committed after the freeze: it is in the table, not checkpointed.
+    // Wait for a load that committed but was never acknowledged: one committed after the freeze, or
+    // (when the loads in flight at the freeze had already committed) every submitted load committed
+    // while the connector was told "STARTED" about at least one of them.
     let at_freeze = count(&pg, &loads).await;
-    let mut now = at_freeze;
+    let mut unacknowledged = false;
     for _ in 0..600 {
-        now = count(&pg, &loads).await;
-        if now > at_freeze {
+        let now = count(&pg, &loads).await;
+        let submitted = copied_files(&proxy).len() as i64;
+        unacknowledged =
+            now > at_freeze || (frozen_answers.load(Ordering::SeqCst) > 0 && now >= submitted);
+        if unacknowledged {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(now > at_freeze, "no load committed while frozen");
+    assert!(
+        unacknowledged,
+        "no load committed unacknowledged while frozen"
+    );
     c.kill();
     frozen.store(false, Ordering::SeqCst);
 
@@ -264,12 +321,7 @@ async fn sigkill_between_copy_and_checkpoint_loads_no_row_twice_and_loses_none()
     // The loads that committed unacknowledged were submitted again after the restart and skipped: the
     // same manifest appears in two loads, once in the loaded-files table.
     let mut submitted: BTreeMap<String, usize> = BTreeMap::new();
-    for r in proxy.calls("BatchExecuteStatement") {
-        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        let Some(copy) = body["Sqls"][2].as_str().filter(|s| s.starts_with("COPY")) else {
-            continue; // the start-up check
-        };
-        let url = copy.split('\'').nth(1).unwrap().to_owned();
+    for url in copied_files(&proxy) {
         *submitted.entry(url).or_default() += 1;
     }
     assert!(
@@ -317,21 +369,8 @@ async fn a_bad_row_sends_its_batch_to_the_dead_letter_with_the_copy_error_and_th
     put_records(&client, &stream, 401..800, 7, &|_| false).await;
     let bucket = stack.bucket().await;
     let table = table_name();
-    let emitter = emitter_options(
-        &stack,
-        &rs.url,
-        &bucket,
-        &table,
-        &format!(", columns = {COLUMNS}, create_table = true"),
-    );
-    let work = Workdir::new();
-    let config = work.config(&pipeline(
-        &stream,
-        &stack,
-        &emitter,
-        "buffer = { max_records = 100, max_age = \"1h\" }",
-    ));
-    tokio::task::block_in_place(|| Connector::run_until_tip(work.dir.path(), &config, "p", &[]));
+    let (work, config) = records_pipeline(&stack, &rs.url, &bucket, &table, &stream, 100);
+    run_to_tip(&work, &config);
 
     // The batch holding record 400 (records 400..500) is dead-lettered with PostgreSQL's COPY error;
     // every other record is loaded, those after the bad batch included.
@@ -466,7 +505,8 @@ async fn csv_plain_copies_serverless_and_multi_file_manifests_load_what_was_sent
             .unwrap()
             .is_success()
     );
-    let got: Vec<(i64, Option<String>, Option<String>, Option<bool>)> = pg
+    type Row = (i64, Option<String>, Option<String>, Option<bool>);
+    let got: Vec<Row> = pg
         .query(
             &format!("SELECT id, name, tags, ok FROM \"{table}\" ORDER BY id"),
             &[],
@@ -597,21 +637,8 @@ async fn throttled_statements_are_retried_and_land_once() {
     let stream = unique("rs-throttle");
     client.create(&stream, 1).await.unwrap();
     put_records(&client, &stream, 0..300, 5, &|_| false).await;
-    let emitter = emitter_options(
-        &stack,
-        &proxy.url,
-        &bucket,
-        &table,
-        &format!(", columns = {COLUMNS}, create_table = true"),
-    );
-    let work = Workdir::new();
-    let config = work.config(&pipeline(
-        &stream,
-        &stack,
-        &emitter,
-        "buffer = { max_records = 100, max_age = \"1h\" }",
-    ));
-    tokio::task::block_in_place(|| Connector::run_until_tip(work.dir.path(), &config, "p", &[]));
+    let (work, config) = records_pipeline(&stack, &proxy.url, &bucket, &table, &stream, 100);
+    run_to_tip(&work, &config);
     assert!(refused.load(Ordering::SeqCst) >= 3);
     let pg = pg().await;
     let landed: Vec<i64> = rows(&pg, &table).await.into_iter().map(|r| r.0).collect();

@@ -224,12 +224,17 @@ pub struct CopySource {
     pub manifest: bool,
 }
 
+/// The configured columns, quoted and comma-separated (`None` when none are configured).
+fn column_names(config: &RedshiftConfig) -> Option<String> {
+    (!config.columns.is_empty()).then(|| {
+        let names: Vec<String> = config.columns.iter().map(|c| c.name.to_string()).collect();
+        names.join(", ")
+    })
+}
+
+/// ` (cols)` after a table name, or nothing.
 fn column_list(config: &RedshiftConfig) -> String {
-    if config.columns.is_empty() {
-        return String::new();
-    }
-    let names: Vec<String> = config.columns.iter().map(|c| c.name.to_string()).collect();
-    format!(" ({})", names.join(", "))
+    column_names(config).map_or_else(String::new, |n| format!(" ({n})"))
 }
 
 /// `COPY into (cols) FROM 'url' IAM_ROLE … [MANIFEST] FORMAT … [GZIP|ZSTD] TIMEFORMAT … [TRUNCATECOLUMNS] MAXERROR n`.
@@ -319,16 +324,7 @@ pub fn load_statements(
     let target = &config.table;
     let stage = Identifier(STAGE_TABLE.to_owned()).to_string();
     let file = literal(&source.url)?;
-    let cols = if config.columns.is_empty() {
-        "*".to_owned()
-    } else {
-        config
-            .columns
-            .iter()
-            .map(|c| c.name.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let cols = column_names(config).unwrap_or_else(|| "*".to_owned());
     let sqls = vec![
         format!("LOCK {loaded}"),
         format!("CREATE TEMP TABLE {stage} (LIKE {target} INCLUDING DEFAULTS)"),
@@ -393,16 +389,7 @@ pub fn check_statements(config: &RedshiftConfig) -> Vec<String> {
     if config.create_loaded_files_table {
         sqls.push(create_loaded_files_table(config));
     }
-    let cols = if config.columns.is_empty() {
-        "1".to_owned()
-    } else {
-        config
-            .columns
-            .iter()
-            .map(|c| c.name.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let cols = column_names(config).unwrap_or_else(|| "1".to_owned());
     sqls.push(format!("SELECT {cols} FROM {} WHERE 1 = 0", config.table));
     sqls.push(format!(
         "SELECT \"file\", \"pipeline\", \"rows_loaded\", \"loaded_at\" FROM {} WHERE 1 = 0",

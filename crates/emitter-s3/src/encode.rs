@@ -230,6 +230,18 @@ impl Encoder {
     }
 }
 
+/// Appends `text` as a quoted CSV field (`"` doubled inside), as PostgreSQL and Redshift read it.
+pub fn csv_quoted(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    for b in text.bytes() {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
 /// One CSV row (with its line break) of the `columns` of a JSON object; see [`CsvOptions`].
 fn csv_row(item: &Item, columns: &[String], delimiter: u8) -> Result<Vec<u8>, ItemRejected> {
     let value = item
@@ -245,22 +257,12 @@ fn csv_row(item: &Item, columns: &[String], delimiter: u8) -> Result<Vec<u8>, It
         if i > 0 {
             row.push(delimiter);
         }
-        let quoted = |row: &mut Vec<u8>, text: &str| {
-            row.push(b'"');
-            for b in text.bytes() {
-                if b == b'"' {
-                    row.push(b'"');
-                }
-                row.push(b);
-            }
-            row.push(b'"');
-        };
         match map.get(c) {
             None | Some(Value::Null) => {}
-            Some(Value::String(s)) => quoted(&mut row, s),
+            Some(Value::String(s)) => csv_quoted(&mut row, s),
             Some(Value::Number(n)) => row.extend_from_slice(n.to_string().as_bytes()),
             Some(Value::Bool(b)) => row.extend_from_slice(if *b { b"true" } else { b"false" }),
-            Some(other) => quoted(&mut row, &other.to_string()),
+            Some(other) => csv_quoted(&mut row, &other.to_string()),
         }
     }
     row.push(b'\n');
