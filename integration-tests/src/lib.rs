@@ -8,6 +8,7 @@
 pub mod dynamodb;
 pub mod fault_proxy;
 pub mod opensearch;
+pub mod redshift_data;
 pub mod tcp_switch;
 pub mod tls_front;
 

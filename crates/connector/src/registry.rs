@@ -133,8 +133,8 @@ impl Registry {
     }
 
     /// A registry with the built-in stages: transformers `raw`, `json`; filters `all`, `field`;
-    /// emitters `stdout`, `file`, `null`, `s3`, `dynamodb`, `elasticsearch` (alias `opensearch`);
-    /// dead-letter targets `file`, `s3`, `kinesis`.
+    /// emitters `stdout`, `file`, `null`, `s3`, `dynamodb`, `elasticsearch` (alias `opensearch`),
+    /// `redshift`; dead-letter targets `file`, `s3`, `kinesis`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         r.transformer("raw", |_, _: NoOptions| {
@@ -191,6 +191,22 @@ impl Registry {
                 )
             });
         }
+        r.emitter_validated(
+            "redshift",
+            |_, o: kinesis_connectors_emitter_redshift::RedshiftOptions| {
+                o.validate().map_err(|e| StageError::at(e.key, e.message))
+            },
+            |ctx, config| async move {
+                Ok(Arc::new(
+                    kinesis_connectors_emitter_redshift::RedshiftEmitter::connect(
+                        &ctx.pipeline,
+                        config,
+                        &ctx.region,
+                    )
+                    .await,
+                ) as Arc<dyn Emitter<Item>>)
+            },
+        );
         r.dead_letter("file", |_, o: FileDeadLetterOptions| async move {
             Ok(Arc::new(FileDeadLetter::new(o.path)) as Arc<dyn DeadLetter>)
         });

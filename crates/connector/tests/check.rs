@@ -192,6 +192,21 @@ const MALFORMED: &[(&str, &str, &[&str])] = &[
         "[pipelines.p]\nsource = { stream = \"s\" }\nbuffer = { max_bytes = \"64MiB\" }\ndelivery = { max_buffered_bytes = \"1MiB\" }\nemitter = { type = \"null\" }",
         &["key \"delivery.max_buffered_bytes\""],
     ),
+    (
+        "redshift table name with a quote and a semicolon",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"redshift\", cluster_identifier = \"c\", database = \"dev\", db_user = \"u\", table = \"clicks\\\"; DROP TABLE users; --\", iam_role = \"default\", staging = { bucket = \"stage\" } }",
+        &["key \"emitter.table\"", "not a plain SQL identifier"],
+    ),
+    (
+        "redshift column name with a semicolon",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"redshift\", cluster_identifier = \"c\", database = \"dev\", db_user = \"u\", table = \"clicks\", columns = [\"id\", \"a;b\"], iam_role = \"default\", staging = { bucket = \"stage\" } }",
+        &["key \"emitter.columns[1]\"", "not a plain SQL identifier"],
+    ),
+    (
+        "redshift COPY with access keys instead of a role",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"redshift\", cluster_identifier = \"c\", database = \"dev\", db_user = \"u\", table = \"clicks\", iam_role = \"aws_access_key_id=AKIA;aws_secret_access_key=x\", staging = { bucket = \"stage\" } }",
+        &["key \"emitter.iam_role\""],
+    ),
 ];
 
 #[test]

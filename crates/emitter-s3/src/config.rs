@@ -28,6 +28,29 @@ pub enum Format {
     Raw,
     /// Apache Parquet (items must be JSON objects); schema given or inferred from the first batch.
     Parquet,
+    /// CSV rows (RFC 4180; items must be JSON objects), the fields named in `csv.columns` in order: the
+    /// delimited text a Redshift `COPY ... CSV` loads.
+    Csv,
+}
+
+/// `csv = { columns = [...], delimiter = "," }`: how `format = "csv"` writes rows.
+///
+/// Each row holds the named top-level fields of a JSON object, in order. Strings are always quoted
+/// (`"` doubled inside); numbers and booleans are written as their JSON text; arrays and objects as
+/// their JSON text, quoted; a missing or `null` field is an empty, unquoted field (what `COPY ... CSV`
+/// reads as NULL in PostgreSQL, and in Redshift for non-character columns).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    /// The top-level JSON fields written as columns, in order.
+    pub columns: Vec<String>,
+    /// The field delimiter: one ASCII character other than `"`, CR or LF (default `,`).
+    #[serde(default = "default_csv_delimiter")]
+    pub delimiter: char,
+}
+
+fn default_csv_delimiter() -> char {
+    ','
 }
 
 /// Compression of the object (for Parquet: the column codec).
@@ -103,6 +126,8 @@ pub struct S3Options {
     pub compression: Compression,
     /// Parquet schema; inferred from the first batch when absent.
     pub schema: Option<Vec<Column>>,
+    /// The columns and delimiter of `format = "csv"` (required with it).
+    pub csv: Option<CsvOptions>,
     /// Multipart part size (5 MiB – 5 GiB); objects larger than one part are uploaded in parts,
     /// streaming, so memory per object in flight stays near this size.
     pub part_size: Option<ByteSize>,
@@ -172,6 +197,35 @@ impl S3Options {
                 "a schema is only used with format = \"parquet\"".into(),
             );
         }
+        match (&self.csv, self.format) {
+            (None, Format::Csv) => {
+                return bad(
+                    "csv",
+                    "format = \"csv\" needs csv = { columns = [...] }".into(),
+                );
+            }
+            (Some(_), f) if f != Format::Csv => {
+                return bad(
+                    "csv",
+                    "csv options are only used with format = \"csv\"".into(),
+                );
+            }
+            (Some(c), _) => {
+                if c.columns.is_empty() {
+                    return bad("csv.columns", "list at least one column".into());
+                }
+                if !c.delimiter.is_ascii() || matches!(c.delimiter, '"' | '\r' | '\n') {
+                    return bad(
+                        "csv.delimiter",
+                        format!(
+                            "{:?} cannot delimit CSV fields: use one ASCII character other than a quote or a line break",
+                            c.delimiter
+                        ),
+                    );
+                }
+            }
+            (None, _) => {}
+        }
         if let Some(cols) = &self.schema {
             if cols.is_empty() {
                 return bad("schema", "list at least one column".into());
@@ -236,6 +290,23 @@ mod tests {
         );
         assert!(
             options("format = \"parquet\"\nschema = [{ name = \"a\", type = \"int64\" }]").is_ok()
+        );
+        assert_eq!(options("format = \"csv\"").unwrap_err().0, "csv");
+        assert_eq!(options("csv = { columns = [\"a\"] }").unwrap_err().0, "csv");
+        assert_eq!(
+            options("format = \"csv\"\ncsv = { columns = [] }")
+                .unwrap_err()
+                .0,
+            "csv.columns"
+        );
+        assert_eq!(
+            options("format = \"csv\"\ncsv = { columns = [\"a\"], delimiter = \"\\\"\" }")
+                .unwrap_err()
+                .0,
+            "csv.delimiter"
+        );
+        assert!(
+            options("format = \"csv\"\ncsv = { columns = [\"a\"], delimiter = \"|\" }").is_ok()
         );
         let bad_bucket: S3Options = toml::from_str("bucket = \"Bad_Bucket\"").unwrap();
         assert_eq!(bad_bucket.validate().unwrap_err().0, "bucket");

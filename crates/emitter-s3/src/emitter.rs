@@ -151,13 +151,17 @@ impl S3Writer {
                 },
                 &partition,
             );
-            let mut encoder = Encoder::new(
-                o.format,
-                o.compression,
-                &o.delimiter,
-                schema.as_deref().map(Vec::as_slice),
-            )
-            .map_err(|e| EmitError::permanent(format!("cannot encode: {e}")))?;
+            let encoder = match &o.csv {
+                Some(csv) if o.format == Format::Csv => Encoder::csv(csv, o.compression),
+                _ => Encoder::new(
+                    o.format,
+                    o.compression,
+                    &o.delimiter,
+                    schema.as_deref().map(Vec::as_slice),
+                ),
+            };
+            let mut encoder =
+                encoder.map_err(|e| EmitError::permanent(format!("cannot encode: {e}")))?;
             let mut upload = Upload::new(
                 &self.client,
                 ObjectSpec {

@@ -15,7 +15,7 @@ use parquet::basic::{Compression as ParquetCodec, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde_json::Value;
 
-use crate::config::{Column, ColumnType, Compression, DEFAULT_ROW_GROUP_ROWS, Format};
+use crate::config::{Column, ColumnType, Compression, CsvOptions, DEFAULT_ROW_GROUP_ROWS, Format};
 
 /// File extension of a format and compression (e.g. `.ndjson.gz`).
 pub fn extension(format: Format, compression: Compression, delimiter: &str) -> String {
@@ -24,6 +24,7 @@ pub fn extension(format: Format, compression: Compression, delimiter: &str) -> S
         Format::Raw if delimiter == "\n" => ".txt",
         Format::Raw => ".bin",
         Format::Parquet => return ".parquet".into(),
+        Format::Csv => ".csv",
     };
     let comp = match compression {
         Compression::None | Compression::Snappy => "",
@@ -42,6 +43,7 @@ pub fn content_headers(
         Format::Ndjson => "application/x-ndjson",
         Format::Raw => "application/octet-stream",
         Format::Parquet => "application/vnd.apache.parquet",
+        Format::Csv => "text/csv",
     };
     let enc = match (format, compression) {
         (Format::Parquet, _) | (_, Compression::None | Compression::Snappy) => None,
@@ -109,13 +111,33 @@ pub enum Encoder {
     },
     /// Parquet row groups.
     Parquet(Box<ParquetEncoder>),
+    /// CSV rows of the named fields (see [`CsvOptions`]), possibly compressed.
+    Csv {
+        /// The top-level fields written, in order.
+        columns: Vec<String>,
+        /// The field delimiter (one ASCII byte).
+        delimiter: u8,
+        /// The (compressing) output.
+        sink: Box<SinkBox>,
+    },
 }
 
 /// Opaque holder of the line sink.
 pub struct SinkBox(Sink);
 
 impl Encoder {
-    /// An encoder for `format`; `schema` is required for Parquet.
+    /// A CSV encoder (see [`CsvOptions`]).
+    pub fn csv(options: &CsvOptions, compression: Compression) -> std::io::Result<Self> {
+        let delimiter = u8::try_from(options.delimiter)
+            .map_err(|_| std::io::Error::other("the CSV delimiter must be one ASCII character"))?;
+        Ok(Encoder::Csv {
+            columns: options.columns.clone(),
+            delimiter,
+            sink: Box::new(SinkBox(Sink::new(compression)?)),
+        })
+    }
+
+    /// An encoder for `format`; `schema` is required for Parquet (use [`Encoder::csv`] for CSV).
     pub fn new(
         format: Format,
         compression: Compression,
@@ -140,6 +162,9 @@ impl Encoder {
                     compression,
                 )?)))
             }
+            Format::Csv => Err(std::io::Error::other(
+                "csv needs its columns: use Encoder::csv",
+            )),
         }
     }
 
@@ -176,13 +201,21 @@ impl Encoder {
                 sink.0.write_all(delimiter).map_err(ItemRejected::Io)
             }
             Encoder::Parquet(p) => p.push(item),
+            Encoder::Csv {
+                columns,
+                delimiter,
+                sink,
+            } => {
+                let row = csv_row(item, columns, *delimiter)?;
+                sink.0.write_all(&row).map_err(ItemRejected::Io)
+            }
         }
     }
 
     /// Takes the bytes encoded so far if there are at least `min` of them.
     pub fn take_if_at_least(&mut self, min: usize) -> Option<Vec<u8>> {
         let out = match self {
-            Encoder::Lines { sink, .. } => sink.0.output(),
+            Encoder::Lines { sink, .. } | Encoder::Csv { sink, .. } => sink.0.output(),
             Encoder::Parquet(p) => return p.take_if_at_least(min),
         };
         (out.len() >= min).then(|| std::mem::take(out))
@@ -191,10 +224,49 @@ impl Encoder {
     /// Ends the object; returns the remaining bytes.
     pub fn finish(self) -> std::io::Result<Vec<u8>> {
         match self {
-            Encoder::Lines { sink, .. } => sink.0.finish(),
+            Encoder::Lines { sink, .. } | Encoder::Csv { sink, .. } => sink.0.finish(),
             Encoder::Parquet(p) => p.finish(),
         }
     }
+}
+
+/// Appends `text` as a quoted CSV field (`"` doubled inside), as PostgreSQL and Redshift read it.
+pub fn csv_quoted(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    for b in text.bytes() {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// One CSV row (with its line break) of the `columns` of a JSON object; see [`CsvOptions`].
+fn csv_row(item: &Item, columns: &[String], delimiter: u8) -> Result<Vec<u8>, ItemRejected> {
+    let value = item
+        .to_value()
+        .map_err(|e| ItemRejected::Unfit(format!("not JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(ItemRejected::Unfit(
+            "not a JSON object; CSV rows are made of an object's fields".into(),
+        ));
+    };
+    let mut row = Vec::with_capacity(item.data().len() + columns.len() * 2);
+    for (i, c) in columns.iter().enumerate() {
+        if i > 0 {
+            row.push(delimiter);
+        }
+        match map.get(c) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => csv_quoted(&mut row, s),
+            Some(Value::Number(n)) => row.extend_from_slice(n.to_string().as_bytes()),
+            Some(Value::Bool(b)) => row.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Some(other) => csv_quoted(&mut row, &other.to_string()),
+        }
+    }
+    row.push(b'\n');
+    Ok(row)
 }
 
 /// Why an item was not encoded.
@@ -516,6 +588,38 @@ mod tests {
             .read_to_string(&mut text)
             .unwrap();
         assert_eq!(text, "{\"a\":1}\n{\"b\":2}\n");
+    }
+
+    #[test]
+    fn csv_rows_quote_strings_and_leave_nulls_empty() {
+        let options = CsvOptions {
+            columns: vec![
+                "id".into(),
+                "name".into(),
+                "ok".into(),
+                "tags".into(),
+                "gone".into(),
+            ],
+            delimiter: '|',
+        };
+        let mut e = Encoder::csv(&options, Compression::None).unwrap();
+        e.push(&item(
+            r#"{"id":1,"name":"a \"b\"|c","ok":true,"tags":[1,"x"],"extra":0}"#,
+        ))
+        .unwrap();
+        e.push(&item(r#"{"id":2.5,"name":"line\nbreak","ok":null}"#))
+            .unwrap();
+        assert!(matches!(e.push(&item("[1]")), Err(ItemRejected::Unfit(_))));
+        assert!(matches!(
+            e.push(&Item::raw(Bytes::from_static(b"x"))),
+            Err(ItemRejected::Unfit(_))
+        ));
+        let text = String::from_utf8(e.finish().unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "1|\"a \"\"b\"\"|c\"|true|\"[1,\"\"x\"\"]\"|\n2.5|\"line\nbreak\"|||\n"
+        );
+        assert_eq!(extension(Format::Csv, Compression::Gzip, "\n"), ".csv.gz");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The S3 emitter of kinesis-connectors.
 //!
 //! Each batch becomes one object (one per partition when the key template uses `{field:...}`), written
-//! in NDJSON, raw delimited bytes, or Parquet, optionally compressed (gzip, zstd; Parquet codecs), with a
+//! in NDJSON, raw delimited bytes, CSV, or Parquet, optionally compressed (gzip, zstd; Parquet codecs), with a
 //! single `PutObject` or — past one part — a streaming multipart upload.
 //!
 //! # Deterministic keys
@@ -30,6 +30,6 @@ pub mod key;
 mod retry;
 mod upload;
 
-pub use config::{Column, ColumnType, Compression, Format, S3Options, S3Settings};
+pub use config::{Column, ColumnType, Compression, CsvOptions, Format, S3Options, S3Settings};
 pub use dead_letter::S3DeadLetter;
 pub use emitter::{BatchWrite, S3Emitter, S3Writer, WrittenObject};

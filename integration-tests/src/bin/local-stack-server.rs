@@ -5,6 +5,10 @@
 //! * `local-stack-server s3 --port P --root DIR` — s3s-fs (S3 API over a directory), path-style, with
 //!   access key `AKIAX` / secret `x` (the stack exports matching credentials).
 //!
+//! * `local-stack-server redshift-data --port P --s3 URL` — the Redshift Data API stand-in
+//!   ([`integration_tests::redshift_data`]): Data API JSON protocol, statements run on the PostgreSQL
+//!   named by `PGHOST`/`PGPORT`/`PGUSER`, `COPY … FROM 's3://…'` read from the S3 server at URL.
+//!
 //! Each runs as its own process so a test can stop one server (an outage) and leave the others.
 
 use std::net::SocketAddr;
@@ -39,6 +43,14 @@ enum Server {
         #[arg(long, default_value = "x")]
         secret_key: String,
     },
+    /// The Redshift Data API stand-in on 127.0.0.1:PORT.
+    RedshiftData {
+        #[arg(long)]
+        port: u16,
+        /// The S3 endpoint COPY reads from.
+        #[arg(long)]
+        s3: String,
+    },
 }
 
 #[tokio::main]
@@ -57,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
             access_key,
             secret_key,
         } => s3(port, root, access_key, secret_key).await,
+        Server::RedshiftData { port, s3 } => redshift_data(port, &s3).await,
     }
 }
 
@@ -108,4 +121,18 @@ async fn s3(
             let _ = conn.await;
         });
     }
+}
+
+async fn redshift_data(port: u16, s3: &str) -> anyhow::Result<()> {
+    let postgres = integration_tests::redshift_data::Postgres::from_env();
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    eprintln!(
+        "redshift-data (stand-in) listening on http://{}, SQL on postgres {}:{}, COPY from {s3}",
+        listener.local_addr()?,
+        postgres.host,
+        postgres.port
+    );
+    integration_tests::redshift_data::RedshiftDataStandIn::serve(listener, postgres, s3).await;
+    std::future::pending::<()>().await;
+    Ok(())
 }
