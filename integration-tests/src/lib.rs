@@ -242,7 +242,20 @@ impl Connector {
         extra: &[&str],
         env: &[(&str, String)],
     ) -> Self {
-        let mut cmd = Command::new(connector_bin());
+        Self::start_bin(&connector_bin(), dir, config, pipeline, extra, env)
+    }
+
+    /// Like [`Connector::start`] with another binary built on `main_with` (e.g. one that registers
+    /// custom stages).
+    pub fn start_bin(
+        bin: &Path,
+        dir: &Path,
+        config: &Path,
+        pipeline: &str,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Self {
+        let mut cmd = Command::new(bin);
         cmd.args(["run", "--config"])
             .arg(config)
             .args(["--pipeline", pipeline])
@@ -272,7 +285,18 @@ impl Connector {
 
     /// Runs to completion (`--until-tip` runs end by themselves) and asserts success.
     pub fn run_until_tip(dir: &Path, config: &Path, pipeline: &str, env: &[(&str, String)]) {
-        let mut c = Self::start(dir, config, pipeline, &["--until-tip"], env);
+        Self::run_bin_until_tip(&connector_bin(), dir, config, pipeline, env);
+    }
+
+    /// [`Connector::run_until_tip`] with another binary built on `main_with`.
+    pub fn run_bin_until_tip(
+        bin: &Path,
+        dir: &Path,
+        config: &Path,
+        pipeline: &str,
+        env: &[(&str, String)],
+    ) {
+        let mut c = Self::start_bin(bin, dir, config, pipeline, &["--until-tip"], env);
         let status = c.wait(Duration::from_secs(120));
         assert!(status.success(), "connector failed: {status:?}");
     }

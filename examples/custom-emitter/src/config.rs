@@ -163,7 +163,8 @@ mod tests {
     use super::*;
 
     fn options(text: &str) -> Result<WebhookSettings, (String, String)> {
-        let o: WebhookOptions = toml::from_str(text).map_err(|e| ("parse".into(), e.to_string()))?;
+        let o: WebhookOptions =
+            toml::from_str(text).map_err(|e| ("parse".into(), e.to_string()))?;
         o.validate()
     }
 
@@ -182,7 +183,10 @@ mod tests {
         assert_eq!(e.0, "timeout");
         let e = options("url = \"http://x/\"\nheaders = { \"bad name\" = \"v\" }").unwrap_err();
         assert_eq!(e.0, "headers.bad name");
-        assert_eq!(options("url = \"http://x/\"\ncolour = 1").unwrap_err().0, "parse");
+        assert_eq!(
+            options("url = \"http://x/\"\ncolour = 1").unwrap_err().0,
+            "parse"
+        );
     }
 
     #[test]
@@ -190,10 +194,16 @@ mod tests {
         let text = "url = \"http://x/\"\nbearer_token = \"tok-123\"\nheaders = { X-Api-Key = \"key-456\" }";
         let o: WebhookOptions = toml::from_str(text).unwrap();
         let debug = format!("{o:?}");
-        assert!(!debug.contains("tok-123") && !debug.contains("key-456"), "{debug}");
+        assert!(
+            !debug.contains("tok-123") && !debug.contains("key-456"),
+            "{debug}"
+        );
         let s = o.validate().unwrap();
         let debug = format!("{s:?}");
-        assert!(!debug.contains("tok-123") && !debug.contains("key-456"), "{debug}");
+        assert!(
+            !debug.contains("tok-123") && !debug.contains("key-456"),
+            "{debug}"
+        );
         assert_eq!(s.headers["authorization"], "Bearer tok-123");
         assert_eq!(s.headers["x-api-key"], "key-456");
     }

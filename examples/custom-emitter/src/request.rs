@@ -54,10 +54,7 @@ fn render(format: LineFormat, entry: &Envelope<Item>) -> Result<Vec<u8>, String>
 /// The id of a request holding `entries` (a non-empty slice, in batch order).
 fn batch_id(pipeline: &str, first: &Envelope<Item>, last: &Envelope<Item>) -> String {
     let (a, b) = (first.record(), last.record());
-    format!(
-        "{pipeline}:{}:{}:{}",
-        a.shard_id, a.position, b.position
-    )
+    format!("{pipeline}:{}:{}:{}", a.shard_id, a.position, b.position)
 }
 
 fn body(batch: &Batch<Item>, batch_id: &str, items: &[Vec<u8>]) -> Vec<u8> {
@@ -182,12 +179,19 @@ mod tests {
             format!("p:shardId-000000000001:{}:{}", seq(102), seq(102))
         );
         let again = plan(&b, LineFormat::Data, 2, 1 << 20);
-        assert_eq!(again.requests[1].body, p.requests[1].body, "same records, same body");
+        assert_eq!(
+            again.requests[1].body, p.requests[1].body,
+            "same records, same body"
+        );
     }
 
     #[test]
     fn raw_items_need_the_envelope_format() {
-        let b = batch(vec![json(0), Item::raw(Bytes::from_static(b"\xff\x00")), json(2)]);
+        let b = batch(vec![
+            json(0),
+            Item::raw(Bytes::from_static(b"\xff\x00")),
+            json(2),
+        ]);
         let p = plan(&b, LineFormat::Data, 10, 1 << 20);
         assert_eq!(p.refused.len(), 1);
         assert_eq!(p.refused[0].index, 1);
