@@ -609,3 +609,58 @@ fn the_iam_policy_covers_what_the_deployed_pipeline_calls() {
         "least privilege: no wildcard actions"
     );
 }
+
+// ------------------------------------------------------------------------------------------------
+// examples/typed-pipeline: a pipeline built in code with a typed item, against the local Kinesis.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typed_pipeline_counts_every_event_once_even_when_the_stream_is_replayed() {
+    use example_typed_pipeline::{Options, counts_path, run};
+    use kinesis_connectors_consumer::PutEntry;
+
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("typed");
+    client.create(&stream, 2).await.unwrap();
+    let types = ["view", "view", "click", "purchase", "heartbeat"];
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut entries = Vec::new();
+    for i in 0..600u64 {
+        let t = types[(i % types.len() as u64) as usize];
+        if t != "heartbeat" {
+            *expected.entry(t.to_owned()).or_default() += 1;
+        }
+        let data = format!(r#"{{"event_type":"{t}","user":"u-{}"}}"#, i % 37);
+        entries.push(PutEntry::new(data, format!("u-{}", i % 37)));
+    }
+    for i in 0..3 {
+        entries.push(PutEntry::new(format!("not json {i}"), "bad"));
+    }
+    client.put_batch(&stream, entries).await.unwrap();
+
+    let work = Workdir::new();
+    let options = Options {
+        stream: stream.clone(),
+        region: "us-east-1".into(),
+        endpoint: Some(stack.kinesis.clone()),
+        state_dir: work.path("state"),
+        until_tip: true,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let counts = run(options.clone(), cancel.clone()).await.unwrap();
+    assert_eq!(
+        counts.by_type, expected,
+        "every event counted once, heartbeats filtered"
+    );
+    let dead =
+        kinesis_connectors_core::FileDeadLetter::read_all(&work.path("state/dead-letter.jsonl"))
+            .unwrap();
+    assert_eq!(dead.len(), 3, "invalid JSON dead-lettered");
+
+    // Lose the checkpoints: the stream is read again from the start, and the counts do not move.
+    std::fs::remove_file(work.path("state/checkpoints.json")).unwrap();
+    let replayed = run(options, cancel).await.unwrap();
+    assert_eq!(replayed.by_type, expected, "a replay is not counted twice");
+    let on_disk = example_typed_pipeline::Counts::load(&counts_path(&work.path("state"))).unwrap();
+    assert_eq!(on_disk.by_type, expected);
+}
