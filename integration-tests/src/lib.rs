@@ -394,10 +394,8 @@ pub fn read_landed(dir: &Path) -> Vec<Landed> {
     out
 }
 
-/// Serves an extra in-process Kinesis (ferrokinesis) on a free port, for tests that need other server
-/// settings than the shared stack's (e.g. a short iterator lifetime). Returns its URL.
-pub async fn private_kinesis(options: ferrokinesis::store::StoreOptions) -> String {
-    let (app, _store) = ferrokinesis::create_app(options);
+/// Serves `app` on a free port of 127.0.0.1 for the rest of the test; returns its `http://` URL.
+pub async fn serve_local(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();
@@ -406,6 +404,13 @@ pub async fn private_kinesis(options: ferrokinesis::store::StoreOptions) -> Stri
         let _ = axum::serve(listener, app).await;
     });
     url
+}
+
+/// Serves an extra in-process Kinesis (ferrokinesis) on a free port, for tests that need other server
+/// settings than the shared stack's (e.g. a short iterator lifetime). Returns its URL.
+pub async fn private_kinesis(options: ferrokinesis::store::StoreOptions) -> String {
+    let (app, _store) = ferrokinesis::create_app(options);
+    serve_local(app).await
 }
 
 /// Every object under `prefix` in `bucket`: (key, body), keys in lexicographic order (all pages).

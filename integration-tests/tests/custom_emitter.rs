@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,13 +50,7 @@ impl Receiver {
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(take))
             .with_state(posts.clone());
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let url = integration_tests::serve_local(app).await;
         Self { url, posts }
     }
 
@@ -78,17 +71,59 @@ fn fail_posts(fail: impl Fn(usize, &Bytes) -> bool + Send + Sync + 'static, faul
     })
 }
 
-fn webhook_pipeline(stream: &str, kinesis: &str, url: &str, extra: &str) -> String {
-    format!(
-        r#"state_dir = "state"
+/// One run of the example binary: `total` records (over `keys` partition keys) put to a new stream of
+/// `shards` shards, read to its tip with batches of `max_records` and POSTed in requests of at most
+/// `per_request` items, through a fault proxy answering with `rule`, to a local receiver.
+struct WebhookRun {
+    ledger: integration_tests::Ledger,
+    receiver: Receiver,
+    proxy: FaultProxy,
+    work: Workdir,
+}
+
+impl WebhookRun {
+    async fn run(
+        name: &str,
+        shards: i32,
+        (total, keys): (u64, u64),
+        (max_records, per_request): (usize, usize),
+        rule: Rule,
+        token: &str,
+    ) -> Self {
+        let stack = Stack::from_env();
+        let client = stack.streams().await;
+        let stream = unique(name);
+        client.create(&stream, shards).await.unwrap();
+        let ledger = put_records(&client, &stream, 0..total, keys, &|_| false).await;
+        let receiver = Receiver::start().await;
+        let proxy = FaultProxy::start(&receiver.url, rule).await;
+        let work = Workdir::new();
+        let config = work.config(&format!(
+            r#"state_dir = "state"
 [pipelines.p]
 source = {{ stream = "{stream}", endpoint = "{kinesis}", idle_poll_interval = "200ms", shard_sync_interval = "1s" }}
 transformer = {{ type = "json" }}
+buffer = {{ max_records = {max_records}, max_age = "1s" }}
 retry = {{ base_delay = "50ms", max_delay = "200ms" }}
-emitter = {{ type = "webhook", url = "{url}/hook", format = "envelope", max_items_per_request = 50, bearer_token = "${{HOOK_TOKEN}}" }}
-{extra}
-"#
-    )
+emitter = {{ type = "webhook", url = "{url}/hook", format = "envelope", max_items_per_request = {per_request}, bearer_token = "${{HOOK_TOKEN}}" }}
+"#,
+            kinesis = stack.kinesis,
+            url = proxy.url,
+        ));
+        Connector::run_bin_until_tip(
+            webhook_connector(),
+            work.dir.path(),
+            &config,
+            "p",
+            &[("HOOK_TOKEN", token.to_owned())],
+        );
+        Self {
+            ledger,
+            receiver,
+            proxy,
+            work,
+        }
+    }
 }
 
 /// (id, shard, sequence) of every item of a body in `envelope` format.
@@ -109,18 +144,18 @@ fn items(body: &Value) -> Vec<(u64, String, SequenceNumber)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_is_posted_once_in_shard_order_and_a_5xx_is_retried() {
-    let stack = Stack::from_env();
-    let client = stack.streams().await;
-    let stream = unique("webhook");
-    client.create(&stream, 2).await.unwrap();
     let total = 1_000u64;
-    let ledger = put_records(&client, &stream, 0..total, 31, &|_| false).await;
-
-    let receiver = Receiver::start().await;
-    // The receiver fails the 1st and the 4th POST with a 503 (the proxy answers them itself: they
-    // never reach the receiver).
-    let proxy = FaultProxy::start(
-        &receiver.url,
+    // The 1st and the 4th POST are answered 503 (by the proxy itself: they never reach the receiver).
+    let WebhookRun {
+        ledger,
+        receiver,
+        proxy,
+        work,
+    } = WebhookRun::run(
+        "webhook",
+        2,
+        (total, 31),
+        (100, 50),
         fail_posts(
             |n, _| n == 0 || n == 3,
             Fault {
@@ -129,22 +164,9 @@ async fn every_record_is_posted_once_in_shard_order_and_a_5xx_is_retried() {
                 body: "receiver restarting".into(),
             },
         ),
+        "token-1234",
     )
     .await;
-    let work = Workdir::new();
-    let config = work.config(&webhook_pipeline(
-        &stream,
-        &stack.kinesis,
-        &proxy.url,
-        "buffer = { max_records = 100, max_age = \"1s\" }",
-    ));
-    Connector::run_bin_until_tip(
-        webhook_connector(),
-        work.dir.path(),
-        &config,
-        "p",
-        &[("HOOK_TOKEN", "token-1234".to_owned())],
-    );
 
     let posts = receiver.posts();
     let landed: Vec<(u64, String, SequenceNumber)> =
@@ -198,16 +220,18 @@ async fn every_record_is_posted_once_in_shard_order_and_a_5xx_is_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_4xx_dead_letters_the_refused_requests_items_and_the_rest_is_posted() {
-    let stack = Stack::from_env();
-    let client = stack.streams().await;
-    let stream = unique("webhook-4xx");
-    client.create(&stream, 1).await.unwrap();
     let total = 60u64;
-    let ledger = put_records(&client, &stream, 0..total, 7, &|_| false).await;
-
-    let receiver = Receiver::start().await;
-    let proxy = FaultProxy::start(
-        &receiver.url,
+    // One shard, requests of 5 items: the request holding id 17 (ids 15..=19) is refused with a 422.
+    let WebhookRun {
+        ledger,
+        receiver,
+        proxy,
+        work,
+    } = WebhookRun::run(
+        "webhook-4xx",
+        1,
+        (total, 7),
+        (20, 5),
         fail_posts(
             |_, body| String::from_utf8_lossy(body).contains("\"id\":17,"),
             Fault {
@@ -216,27 +240,9 @@ async fn a_4xx_dead_letters_the_refused_requests_items_and_the_rest_is_posted() 
                 body: r#"{"error":"field amount missing"}"#.into(),
             },
         ),
+        "t",
     )
     .await;
-    let work = Workdir::new();
-    let config = work.config(&webhook_pipeline(
-        &stream,
-        &stack.kinesis,
-        &proxy.url,
-        "buffer = { max_records = 20, max_age = \"1s\" }",
-    ));
-    // Requests of 5 items: the refused one holds ids 15..=19.
-    let config_text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("max_items_per_request = 50", "max_items_per_request = 5");
-    std::fs::write(&config, config_text).unwrap();
-    Connector::run_bin_until_tip(
-        webhook_connector(),
-        work.dir.path(),
-        &config,
-        "p",
-        &[("HOOK_TOKEN", "t".to_owned())],
-    );
 
     let refused: Vec<_> = proxy.log().into_iter().filter(|s| s.injected).collect();
     assert_eq!(refused.len(), 1, "a permanent failure is not retried");
