@@ -8,7 +8,6 @@
 //!   failing chosen items of an Elasticsearch `_bulk` request: they are left out of the forwarded body
 //!   and given an error in the response; see [`crate::opensearch::bulk_item_faults`]).
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -124,13 +123,7 @@ impl FaultProxy {
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let url = crate::serve_local(app).await;
         Self { url, inner }
     }
 

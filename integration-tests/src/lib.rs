@@ -243,7 +243,20 @@ impl Connector {
         extra: &[&str],
         env: &[(&str, String)],
     ) -> Self {
-        let mut cmd = Command::new(connector_bin());
+        Self::start_bin(&connector_bin(), dir, config, pipeline, extra, env)
+    }
+
+    /// Like [`Connector::start`] with another binary built on `main_with` (e.g. one that registers
+    /// custom stages).
+    pub fn start_bin(
+        bin: &Path,
+        dir: &Path,
+        config: &Path,
+        pipeline: &str,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Self {
+        let mut cmd = Command::new(bin);
         cmd.args(["run", "--config"])
             .arg(config)
             .args(["--pipeline", pipeline])
@@ -273,7 +286,18 @@ impl Connector {
 
     /// Runs to completion (`--until-tip` runs end by themselves) and asserts success.
     pub fn run_until_tip(dir: &Path, config: &Path, pipeline: &str, env: &[(&str, String)]) {
-        let mut c = Self::start(dir, config, pipeline, &["--until-tip"], env);
+        Self::run_bin_until_tip(&connector_bin(), dir, config, pipeline, env);
+    }
+
+    /// [`Connector::run_until_tip`] with another binary built on `main_with`.
+    pub fn run_bin_until_tip(
+        bin: &Path,
+        dir: &Path,
+        config: &Path,
+        pipeline: &str,
+        env: &[(&str, String)],
+    ) {
+        let mut c = Self::start_bin(bin, dir, config, pipeline, &["--until-tip"], env);
         let status = c.wait(Duration::from_secs(120));
         assert!(status.success(), "connector failed: {status:?}");
     }
@@ -371,10 +395,8 @@ pub fn read_landed(dir: &Path) -> Vec<Landed> {
     out
 }
 
-/// Serves an extra in-process Kinesis (ferrokinesis) on a free port, for tests that need other server
-/// settings than the shared stack's (e.g. a short iterator lifetime). Returns its URL.
-pub async fn private_kinesis(options: ferrokinesis::store::StoreOptions) -> String {
-    let (app, _store) = ferrokinesis::create_app(options);
+/// Serves `app` on a free port of 127.0.0.1 for the rest of the test; returns its `http://` URL.
+pub async fn serve_local(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();
@@ -383,6 +405,13 @@ pub async fn private_kinesis(options: ferrokinesis::store::StoreOptions) -> Stri
         let _ = axum::serve(listener, app).await;
     });
     url
+}
+
+/// Serves an extra in-process Kinesis (ferrokinesis) on a free port, for tests that need other server
+/// settings than the shared stack's (e.g. a short iterator lifetime). Returns its URL.
+pub async fn private_kinesis(options: ferrokinesis::store::StoreOptions) -> String {
+    let (app, _store) = ferrokinesis::create_app(options);
+    serve_local(app).await
 }
 
 /// Every object under `prefix` in `bucket`: (key, body), keys in lexicographic order (all pages).

@@ -22,7 +22,10 @@ use kinesis_connectors_core::{
 use serde::Deserialize;
 
 use crate::interpolate::expand_tree;
-use crate::registry::{DeadLetterBuild, EmitterBuild, Registry, StageContext, StageError};
+use crate::keys::{Key, keys_of};
+use crate::registry::{
+    DeadLetterBuild, EmitterBuild, Registry, StageContext, StageError, StageKind,
+};
 use kinesis_connectors_core::units::{ByteSize, DurationText};
 
 /// Default directory for checkpoints and dead letters when a pipeline names no paths.
@@ -332,6 +335,29 @@ impl Config {
             pipelines,
         })
     }
+}
+
+/// Every key a configuration file accepts, by section, read from the types that parse it (see
+/// [`crate::keys`]): `file` (the top level), `pipeline` (a `[pipelines.NAME]` table) and, for each stage
+/// registered in `registry`, `KIND NAME` (e.g. `emitter s3`, `filter field`) with the keys of its table
+/// besides `type`. The configuration reference is checked against these by a test.
+pub fn reference_keys(registry: &Registry) -> Vec<(String, Vec<Key>)> {
+    let mut sections = vec![
+        ("file".to_owned(), keys_of::<FileToml>()),
+        ("pipeline".to_owned(), keys_of::<PipelineToml>()),
+    ];
+    for (kind, label) in [
+        (StageKind::Transformer, "transformer"),
+        (StageKind::Filter, "filter"),
+        (StageKind::Emitter, "emitter"),
+        (StageKind::DeadLetter, "dead_letter"),
+    ] {
+        for name in registry.names(kind) {
+            let keys = registry.option_keys(kind, name).unwrap_or_default();
+            sections.push((format!("{label} {name}"), keys));
+        }
+    }
+    sections
 }
 
 type Invalid = (Option<String>, String);

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod interpolate;
+pub mod keys;
 pub mod metrics;
 pub mod progress;
 pub mod registry;

@@ -39,6 +39,8 @@ use kinesis_connectors_emitter_s3::{S3Emitter, S3Options, S3Settings, S3Writer};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::keys::{Key, keys_of};
+
 use kinesis_connectors_core::units::ByteSize;
 
 /// What a stage is built with besides its own options.
@@ -104,6 +106,9 @@ type FilterFn = Arc<
     dyn Fn(&StageContext, toml::Value) -> Result<Arc<dyn Filter<Item>>, StageError> + Send + Sync,
 >;
 
+/// Lists the keys of a stage's options type (see [`crate::keys`]).
+type KeysFn = fn() -> Vec<Key>;
+
 /// Named stage constructors; see the module documentation.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -111,10 +116,11 @@ pub struct Registry {
     filters: BTreeMap<String, FilterFn>,
     emitters: BTreeMap<String, EmitterFn>,
     dead_letters: BTreeMap<String, DeadLetterFn>,
+    option_keys: BTreeMap<(StageKind, String), KeysFn>,
 }
 
 /// The four kinds of registered stages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StageKind {
     /// `transformer`
     Transformer,
@@ -251,6 +257,8 @@ impl Registry {
             name.to_owned(),
             Arc::new(move |ctx, v| build(ctx, parse_options(v)?)),
         );
+        self.option_keys
+            .insert((StageKind::Transformer, name.to_owned()), keys_of::<C>);
         self
     }
 
@@ -267,6 +275,8 @@ impl Registry {
             name.to_owned(),
             Arc::new(move |ctx, v| build(ctx, parse_options(v)?)),
         );
+        self.option_keys
+            .insert((StageKind::Filter, name.to_owned()), keys_of::<C>);
         self
     }
 
@@ -304,6 +314,8 @@ impl Registry {
                 Ok(Box::pin(build(ctx.clone(), options)) as EmitterBuild)
             }),
         );
+        self.option_keys
+            .insert((StageKind::Emitter, name.to_owned()), keys_of::<C>);
         self
     }
 
@@ -321,6 +333,8 @@ impl Registry {
                 Ok(Box::pin(build(ctx.clone(), options)) as DeadLetterBuild)
             }),
         );
+        self.option_keys
+            .insert((StageKind::DeadLetter, name.to_owned()), keys_of::<C>);
         self
     }
 
@@ -332,6 +346,14 @@ impl Registry {
             StageKind::Emitter => self.emitters.keys().map(String::as_str).collect(),
             StageKind::DeadLetter => self.dead_letters.keys().map(String::as_str).collect(),
         }
+    }
+
+    /// The keys of a registered stage's options (besides `type`), read from its options type; `None`
+    /// for a name not registered.
+    pub fn option_keys(&self, kind: StageKind, name: &str) -> Option<Vec<Key>> {
+        self.option_keys
+            .get(&(kind, name.to_owned()))
+            .map(|keys| keys())
     }
 
     /// Splits `type` off a stage table; errors name the `type` key.
