@@ -203,6 +203,18 @@ impl Workdir {
             .collect()
     }
 
+    /// Asserts that pipeline `p` checkpointed every shard of `ledger` at the last record put to it.
+    pub fn assert_checkpointed_at_last_records(&self, p: &str, ledger: &Ledger) {
+        let checkpoints = self.checkpoints(p);
+        for (shard, seq) in ledger.last_per_shard() {
+            let at = checkpoints
+                .get(&shard)
+                .and_then(|c| c.position())
+                .map(|c| c.sequence.clone());
+            assert_eq!(at, Some(seq), "checkpoint of {shard}");
+        }
+    }
+
     /// The dead-letter entries of pipeline `p`.
     pub fn dead_letters(&self, p: &str) -> Vec<DeadLetterEntry> {
         FileDeadLetter::read_all(&self.path(&format!("state/{p}.dead-letter.jsonl"))).unwrap()

@@ -210,11 +210,7 @@ async fn every_record_is_posted_once_in_shard_order_and_a_5xx_is_retried() {
         assert_eq!(items(&again), items(&body), "retried with the same items");
     }
 
-    let checkpoints = work.checkpoints("p");
-    for (shard, seq) in ledger.last_per_shard() {
-        let at = checkpoints[&shard].position().map(|p| p.sequence.clone());
-        assert_eq!(at, Some(seq), "checkpoint of {shard}");
-    }
+    work.assert_checkpointed_at_last_records("p", &ledger);
     assert!(work.dead_letters("p").is_empty());
 }
 

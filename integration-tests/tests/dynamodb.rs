@@ -113,9 +113,7 @@ async fn ten_thousand_records_over_a_thousand_keys_leave_each_key_at_its_last_re
         );
     }
     assert!(work.dead_letters("p").is_empty());
-    for (shard, seq) in ledger.last_per_shard() {
-        assert_eq!(checkpoint_seq(&work.checkpoints("p")[&shard]), Some(seq));
-    }
+    work.assert_checkpointed_at_last_records("p", &ledger);
     // What was sent: at most 25 writes per request, never a key twice in one request, and older
     // versions inside a batch were skipped (fewer writes than records).
     let mut writes = 0;
@@ -333,9 +331,7 @@ async fn unprocessed_items_are_resent_until_they_land_or_the_retry_policy_gives_
         "{}",
         dead[0].reason
     );
-    for (shard, seq) in ledger.last_per_shard() {
-        assert_eq!(checkpoint_seq(&work.checkpoints("p")[&shard]), Some(seq));
-    }
+    work.assert_checkpointed_at_last_records("p", &ledger);
     delete_table(&ddb, &table).await;
 }
 

@@ -173,13 +173,7 @@ async fn ten_thousand_records_are_indexed_and_documents_equal_their_records() {
     assert!(requests.iter().all(|r| r.len() <= 400));
     assert_eq!(requests.iter().map(Vec::len).sum::<usize>(), 10_000);
     assert!(work.dead_letters("p").is_empty());
-    let checkpoints = work.checkpoints("p");
-    for (shard, seq) in ledger.last_per_shard() {
-        assert_eq!(
-            checkpoints[&shard].position().map(|p| p.sequence.clone()),
-            Some(seq)
-        );
-    }
+    work.assert_checkpointed_at_last_records("p", &ledger);
     search.delete_index(&index).await;
 }
 
@@ -319,13 +313,7 @@ async fn injected_429s_on_some_items_resend_only_those_items_and_all_land() {
     let ids: Vec<u64> = (0..2_000).collect();
     assert_all_documents(&search, &index, &ledger, &ids, keys).await;
     assert!(work.dead_letters("p").is_empty());
-    let checkpoints = work.checkpoints("p");
-    for (shard, seq) in ledger.last_per_shard() {
-        assert_eq!(
-            checkpoints[&shard].position().map(|p| p.sequence.clone()),
-            Some(seq)
-        );
-    }
+    work.assert_checkpointed_at_last_records("p", &ledger);
     search.delete_index(&index).await;
 }
 
@@ -384,13 +372,7 @@ async fn an_injected_400_on_one_item_is_dead_lettered_with_the_servers_reason_an
     let rest: Vec<u64> = (0..1_000).filter(|&id| id != 123).collect();
     assert_all_documents(&search, &index, &ledger, &rest, keys).await;
     // The dead-lettered record counts as delivered: checkpoints reach the tip.
-    let checkpoints = work.checkpoints("p");
-    for (shard, seq) in ledger.last_per_shard() {
-        assert_eq!(
-            checkpoints[&shard].position().map(|p| p.sequence.clone()),
-            Some(seq)
-        );
-    }
+    work.assert_checkpointed_at_last_records("p", &ledger);
     search.delete_index(&index).await;
 }
 
