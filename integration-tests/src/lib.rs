@@ -244,6 +244,7 @@ pub fn connector_bin() -> PathBuf {
 /// A running `kinesis-connector run`.
 pub struct Connector {
     child: Child,
+    log: Option<PathBuf>,
 }
 
 impl Connector {
@@ -283,17 +284,34 @@ impl Connector {
             cmd.env(k, v);
         }
         // Quiet by default (logs go to a file in the working directory); KC_TEST_LOGS=1 shows them.
-        if std::env::var_os("KC_TEST_LOGS").is_none() {
+        let log = std::env::var_os("KC_TEST_LOGS").is_none().then(|| {
             static RUN: AtomicU32 = AtomicU32::new(0);
             let log = dir.join(format!(
                 "connector-{}.log",
                 RUN.fetch_add(1, Ordering::SeqCst)
             ));
-            cmd.stderr(std::fs::File::create(log).unwrap());
-        }
+            cmd.stderr(std::fs::File::create(&log).unwrap());
+            log
+        });
         Self {
             child: cmd.spawn().unwrap(),
+            log,
         }
+    }
+
+    /// Its log so far (empty when `KC_TEST_LOGS` sent it to the terminal).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// The last `lines` lines of its log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = self.log();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// Runs to completion (`--until-tip` runs end by themselves) and asserts success.
@@ -311,7 +329,11 @@ impl Connector {
     ) {
         let mut c = Self::start_bin(bin, dir, config, pipeline, &["--until-tip"], env);
         let status = c.wait(Duration::from_secs(120));
-        assert!(status.success(), "connector failed: {status:?}");
+        assert!(
+            status.success(),
+            "connector failed: {status:?}\n{}",
+            c.log_tail(30)
+        );
     }
 
     /// The process id.

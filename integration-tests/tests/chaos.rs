@@ -196,12 +196,14 @@ checkpoint = {{ type = "dynamodb", table = "{table}", endpoint = "{dynamodb}", f
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    for (_, w) in &mut workers {
+    for (name, w) in &mut workers {
         peak = peak.max(peak_rss(w.pid()));
         w.terminate();
+        let status = w.wait(Duration::from_secs(60));
         assert!(
-            w.wait(Duration::from_secs(60)).success(),
-            "graceful shutdown"
+            status.success(),
+            "worker {name} did not shut down cleanly: {status:?}\n{}",
+            w.log_tail(40)
         );
     }
     for entry in std::fs::read_dir(work.dir.path()).unwrap().flatten() {

@@ -554,3 +554,78 @@ async fn slow_down_and_server_errors_are_retried_and_the_objects_land() {
         "retryable errors are not dead-lettered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_while_s3_is_down_waits_for_it_then_delivers_everything() {
+    use integration_tests::tcp_switch::TcpSwitch;
+
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("s3-down-at-start");
+    client.create(&stream, 2).await.unwrap();
+    let ledger = put_records(&client, &stream, 0..500, 5, &|_| false).await;
+    let bucket = stack.bucket().await;
+    // connector → switch (off: connection refused) → S3
+    let switch = TcpSwitch::start(&stack.s3).await;
+    switch.off().await;
+    let work = Workdir::new();
+    let text = s3_pipeline(
+        &stream,
+        &stack,
+        &bucket,
+        SHORT_KEY,
+        "retry = { base_delay = \"50ms\", max_delay = \"300ms\" }",
+    )
+    .replace(
+        &format!("endpoint = \"{}\", ", stack.s3),
+        &format!("endpoint = \"{}\", ", switch.url),
+    );
+    let config = work.config(&text);
+    let mut c = Connector::start(work.dir.path(), &config, "p", &["--until-tip"], &[]);
+    integration_tests::wait_until(
+        Duration::from_secs(30),
+        "three retried start-up checks in the log",
+        || c.log().matches("sink not ready, retrying").count() >= 3,
+    );
+    assert!(c.is_running(), "a sink that is down does not end the start");
+    assert!(
+        s3_objects(&stack.s3().await, &bucket, "").await.is_empty(),
+        "nothing is written while S3 is away"
+    );
+    switch.on().await;
+    let status = c.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status:?}\n{}", c.log_tail(30));
+    let ids: Vec<u64> = s3_objects(&stack.s3().await, &bucket, "")
+        .await
+        .iter()
+        .flat_map(|(_, b)| ids_of(b))
+        .collect();
+    let unique_ids: HashSet<u64> = ids.iter().copied().collect();
+    assert_eq!(
+        unique_ids.len(),
+        ledger.records.len(),
+        "every record landed"
+    );
+    assert_eq!(ids.len(), unique_ids.len(), "and once");
+    work.assert_checkpointed_at_last_records("p", &ledger);
+}
+
+#[test]
+fn a_worker_stopped_while_s3_is_down_at_start_exits_cleanly() {
+    let stack = Stack::from_env();
+    let work = Workdir::new();
+    // Nothing listens on port 9: every start-up check is refused.
+    let text = s3_pipeline("any-stream", &stack, "any-bucket", "", "").replace(
+        &format!("endpoint = \"{}\", ", stack.s3),
+        "endpoint = \"http://127.0.0.1:9\", ",
+    );
+    let config = work.config(&text);
+    let mut c = Connector::start(work.dir.path(), &config, "p", &[], &[]);
+    integration_tests::wait_until(Duration::from_secs(30), "a retried start-up check", || {
+        c.log().contains("sink not ready, retrying")
+    });
+    c.terminate();
+    let status = c.wait(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}\n{}", c.log_tail(30));
+    assert!(c.log().contains("stopped before the sink was ready"));
+}

@@ -169,7 +169,11 @@ pub async fn replay_dead_letters(
         ReplayInto::Pipeline => {
             // The dead-letter target was taken above; build_pipeline needs its own.
             spec.dead_letter = Some(Box::pin(async move { Ok(target) }));
-            let (pipeline, _) = build_pipeline(&mut spec).await?;
+            // Nothing stops a replay into the pipeline early: a sink that stays down fails it once
+            // the retry policy gives up (or waits, as `run` does, with no attempt limit).
+            let (pipeline, _) = build_pipeline(&mut spec, &CancellationToken::new())
+                .await?
+                .context("the sink was not ready")?;
             let (handle, running) = pipeline.start();
             let mut by_shard: BTreeMap<String, Vec<Record>> = BTreeMap::new();
             entries.sort_by(|a, b| (&a.shard, a.position()).cmp(&(&b.shard, b.position())));

@@ -7,7 +7,7 @@ use kinesis_connectors_consumer::{
     DynamoDbLeaseStore, FileCheckpointStore, LeaseSettings, LeaseStore, PipelineProcessorFactory,
     Worker, WorkerSettings, api,
 };
-use kinesis_connectors_core::{DeadLetter, Item, MetricsSnapshot, Pipeline};
+use kinesis_connectors_core::{DeadLetter, Emitter, Item, MetricsSnapshot, Pipeline};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CheckpointSpec, PipelineSpec};
@@ -24,10 +24,11 @@ pub struct RunOptions {
 }
 
 /// Builds the pipeline of `spec` (emitter built and checked, dead-letter target built); returns it
-/// with its dead-letter target.
+/// with its dead-letter target, or `None` when `cancel` fired while the sink was not ready yet.
 pub async fn build_pipeline(
     spec: &mut PipelineSpec,
-) -> anyhow::Result<(Pipeline<Item>, Arc<dyn DeadLetter>)> {
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<(Pipeline<Item>, Arc<dyn DeadLetter>)>> {
     let name = spec.name.clone();
     let emitter = spec
         .emitter
@@ -40,12 +41,9 @@ pub async fn build_pipeline(
                 spec.emitter_type
             )
         })?;
-    emitter.check().await.map_err(|e| {
-        anyhow!(
-            "pipeline {name:?}: emitter {:?} is not ready: {e}",
-            spec.emitter_type
-        )
-    })?;
+    if !wait_until_ready(&name, spec, emitter.as_ref(), cancel).await? {
+        return Ok(None);
+    }
     let dead_letter = spec
         .dead_letter
         .take()
@@ -67,7 +65,47 @@ pub async fn build_pipeline(
     for f in &spec.filters {
         pipeline = pipeline.filter(f.clone());
     }
-    Ok((pipeline, dead_letter))
+    Ok(Some((pipeline, dead_letter)))
+}
+
+/// Runs the emitter's start-up check. A permanent failure (missing bucket or table, access denied, bad
+/// mapping) ends the start with its reason; a retryable one (5xx, throttling, connection refused: the
+/// sink is down or busy for now) is retried with the pipeline's retry policy, each attempt logged, as
+/// every emit is — so workers started while a sink restarts come up when it does. `Ok(false)` when
+/// `cancel` fired first.
+async fn wait_until_ready(
+    name: &str,
+    spec: &PipelineSpec,
+    emitter: &dyn Emitter<Item>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let retry = &spec.settings.retry;
+    let mut attempts = 0u32;
+    loop {
+        let error = tokio::select! {
+            result = emitter.check() => match result {
+                Ok(()) => return Ok(true),
+                Err(e) => e,
+            },
+            () = cancel.cancelled() => return Ok(false),
+        };
+        attempts += 1;
+        if !error.is_retryable() || !retry.allows(attempts) {
+            return Err(anyhow!(
+                "pipeline {name:?}: emitter {:?} is not ready: {error}",
+                spec.emitter_type
+            ));
+        }
+        let wait = retry.delay(attempts - 1, error.retry_after);
+        tracing::warn!(
+            pipeline = name, emitter = %spec.emitter_type, attempts, retry_in = ?wait, %error,
+            "sink not ready, retrying its start-up check"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = cancel.cancelled() => return Ok(false),
+        }
+    }
 }
 
 /// Runs `spec` until `cancel` fires (or the tip is reached with `until_tip`), then stops fetching,
@@ -78,7 +116,10 @@ pub async fn run_pipeline(
     cancel: CancellationToken,
 ) -> anyhow::Result<MetricsSnapshot> {
     let name = spec.name.clone();
-    let (pipeline, dead_letter) = build_pipeline(&mut spec).await?;
+    let Some((pipeline, dead_letter)) = build_pipeline(&mut spec, &cancel).await? else {
+        tracing::info!(pipeline = %name, "stopped before the sink was ready; nothing was read");
+        return Ok(MetricsSnapshot::default());
+    };
     let store: Arc<dyn LeaseStore> = match &spec.checkpoint {
         CheckpointSpec::File { path } => Arc::new(
             FileCheckpointStore::open(path, &spec.source.stream)
