@@ -9,7 +9,7 @@
 //!   and given an error in the response; see [`crate::opensearch::bulk_item_faults`]).
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -90,6 +90,7 @@ struct Inner {
     rewrite: Option<Rewrite>,
     log: Mutex<Vec<Seen>>,
     client: reqwest::Client,
+    latency: Duration,
 }
 
 /// A running proxy; see the module documentation.
@@ -111,14 +112,24 @@ impl FaultProxy {
         Self::start_with(target, Arc::new(|_, _, _, _, _| None), None).await
     }
 
+    /// A proxy that forwards every request after `latency` (a distant region), and logs.
+    pub async fn slow(target: &str, latency: Duration) -> Self {
+        Self::build(target, Arc::new(|_, _, _, _, _| None), None, latency).await
+    }
+
     /// Starts a proxy with a [`Rule`] for whole-request faults and a [`Rewrite`] for the rest.
     pub async fn start_with(target: &str, rule: Rule, rewrite: Option<Rewrite>) -> Self {
+        Self::build(target, rule, rewrite, Duration::ZERO).await
+    }
+
+    async fn build(target: &str, rule: Rule, rewrite: Option<Rewrite>, latency: Duration) -> Self {
         let inner = Arc::new(Inner {
             target: target.trim_end_matches('/').to_owned(),
             rule,
             rewrite,
             log: Mutex::new(Vec::new()),
             client: reqwest::Client::new(),
+            latency,
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -168,6 +179,9 @@ async fn answer(
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    if !inner.latency.is_zero() {
+        tokio::time::sleep(inner.latency).await;
+    }
     let index = inner.log.lock().unwrap().len();
     let fault = (inner.rule)(&parts.method, &path, &parts.headers, &body, index);
     let mut rewritten = false;

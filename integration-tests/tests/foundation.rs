@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use integration_tests::{
     Connector, Stack, Workdir, file_pipeline, put_records, read_landed, unique, wait_until,
@@ -471,4 +471,50 @@ fn the_demo_prints_matching_counts_for_every_pipeline() {
         assert_eq!(n(6), n(7), "what landed is what was expected: {row}");
         assert_eq!(cols[8], "yes", "{row}");
     }
+}
+
+/// Sixteen shards behind a slow link (every call takes 100 ms) with `max_concurrent_requests = 3`: at no
+/// moment are more than three GetShardIterator / GetRecords calls in flight, and every record arrives.
+/// Without the limit every shard has a call (and an HTTP connection) of its own in flight at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_stay_within_max_concurrent_requests() {
+    use integration_tests::fault_proxy::FaultProxy;
+
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("foundation-limit");
+    client.create(&stream, 16).await.unwrap();
+    put_records(&client, &stream, 0..800, 7, &|_| false).await;
+    let proxy = FaultProxy::slow(&stack.kinesis, Duration::from_millis(100)).await;
+    let work = Workdir::new();
+    let config = work.config(&file_pipeline(&stream, &proxy.url, "").replace(
+        "idle_poll_interval = \"200ms\"",
+        "idle_poll_interval = \"200ms\", max_concurrent_requests = 3",
+    ));
+    Connector::run_until_tip(work.dir.path(), &config, "p", &[]);
+
+    let ids: HashSet<u64> = read_landed(&work.path("out"))
+        .iter()
+        .map(|l| l.id())
+        .collect();
+    assert_eq!(ids.len(), 800, "every record delivered");
+    let mut calls = proxy.calls("GetShardIterator");
+    calls.extend(proxy.calls("GetRecords"));
+    assert!(
+        calls.len() >= 32,
+        "each shard asked for an iterator and read"
+    );
+    // Most calls in flight at once: sweep the [arrived, answered] intervals.
+    let mut edges: Vec<(Instant, i32)> = calls
+        .iter()
+        .flat_map(|c| [(c.at, 1), (c.done, -1)])
+        .collect();
+    edges.sort_by_key(|&(t, d)| (t, d));
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    assert!(most <= 3, "{most} calls in flight at once");
+    assert_eq!(most, 3, "the limit was reached (the test exercises it)");
 }

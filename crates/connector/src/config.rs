@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kinesis_connectors_consumer::reader::{DEFAULT_IDLE_POLL_INTERVAL, DEFAULT_POLL_INTERVAL};
+use kinesis_connectors_consumer::reader::{
+    DEFAULT_IDLE_POLL_INTERVAL, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_POLL_INTERVAL,
+};
 use kinesis_connectors_consumer::{
     DEFAULT_SHARD_SYNC_INTERVAL, InitialPosition, ReaderKind, ReaderSettings, api,
 };
@@ -105,6 +107,7 @@ struct SourceToml {
     poll_interval: Option<DurationText>,
     idle_poll_interval: Option<DurationText>,
     shard_sync_interval: Option<DurationText>,
+    max_concurrent_requests: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -761,6 +764,16 @@ fn validate_source(
     if shard_sync_interval < Duration::from_secs(1) {
         return Err(at("source.shard_sync_interval", "must be at least 1s"));
     }
+    let max_concurrent_requests = match s.max_concurrent_requests {
+        None => DEFAULT_MAX_CONCURRENT_REQUESTS,
+        Some(n) if (1..=10_000).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(at(
+                "source.max_concurrent_requests",
+                format!("must be 1..=10000, got {n}"),
+            ));
+        }
+    };
     Ok(SourceSpec {
         stream: s.stream,
         region,
@@ -770,6 +783,7 @@ fn validate_source(
             max_records,
             poll_interval,
             idle_poll_interval,
+            max_concurrent_requests,
             ..ReaderSettings::default()
         },
         shard_sync_interval,

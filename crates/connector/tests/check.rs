@@ -82,6 +82,11 @@ const MALFORMED: &[(&str, &str, &[&str])] = &[
         &["key \"source.max_records_per_call\"", "10000"],
     ),
     (
+        "no call allowed in flight",
+        "[pipelines.p]\nsource = { stream = \"s\", max_concurrent_requests = 0 }\nemitter = { type = \"null\" }",
+        &["key \"source.max_concurrent_requests\"", "got 0"],
+    ),
+    (
         "polling faster than 5/s",
         "[pipelines.p]\nsource = { stream = \"s\", poll_interval = \"50ms\" }\nemitter = { type = \"null\" }",
         &["key \"source.poll_interval\""],

@@ -7,12 +7,18 @@
 //!   record handed to the processor.
 //! * A page without a next iterator is the shard's end.
 //! * Handing a page to the processor is awaited: a full pipeline stops the reading (backpressure).
+//! * `GetShardIterator` and `GetRecords` calls of all the process's shards share a limit of
+//!   `max_concurrent_requests` in flight: each call in flight holds an HTTP connection with its buffers,
+//!   so without the limit a process holding many shards pays for one connection per shard (all at once
+//!   at start, when every shard asks for its iterator). The permit is held only while the call is in
+//!   flight, never while a page waits for the pipeline.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use kinesis_connectors_core::{Position, Record, RetryPolicy, SequenceNumber, ShardId};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +33,10 @@ use crate::processor::{Checkpointer, ProcessRecordsInput, ShardRecordProcessor};
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Default wait after an empty page.
 pub const DEFAULT_IDLE_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Default limit of `GetShardIterator` and `GetRecords` calls in flight at once in one process. At
+/// 50-300 ms a call (AWS), 64 calls in flight serve 200-1,300 calls/s: every shard of a process holding
+/// hundreds of busy shards polled once a second or more.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 64;
 
 /// How a shard is polled.
 #[derive(Clone, Debug)]
@@ -39,6 +49,8 @@ pub struct ReaderSettings {
     pub idle_poll_interval: Duration,
     /// Backoff for throttling and transient errors.
     pub retry: RetryPolicy,
+    /// `GetShardIterator` and `GetRecords` calls in flight at once across the worker's shards.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for ReaderSettings {
@@ -52,6 +64,7 @@ impl Default for ReaderSettings {
                 max_delay: Duration::from_secs(10),
                 max_attempts: None,
             },
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
         }
     }
 }
@@ -145,16 +158,40 @@ pub(crate) struct ShardReader<'a> {
     pub(crate) until_tip: bool,
     pub(crate) cancel: &'a CancellationToken,
     pub(crate) metrics: &'a ConsumerMetrics,
+    /// The worker's limit of calls in flight (see the module documentation).
+    pub(crate) requests: &'a Semaphore,
 }
 
 impl ShardReader<'_> {
     async fn iterator(&self, start: &IteratorStart) -> Result<Option<String>, KinesisError> {
-        let call = || api::get_shard_iterator(self.client, self.stream, self.shard, start);
+        let call = || async {
+            let _permit = self.permit().await?;
+            // Boxed: the SDK's call future is large, and inline it would be part of every idle
+            // shard's task for the task's whole life.
+            Box::pin(api::get_shard_iterator(
+                self.client,
+                self.stream,
+                self.shard,
+                start,
+            ))
+            .await
+        };
         match api::with_retry(&self.settings.retry, self.cancel, "GetShardIterator", call).await {
             Ok(it) => Ok(Some(it)),
             Err(_) if self.cancel.is_cancelled() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// A place among the calls in flight; the semaphore is never closed.
+    async fn permit(&self) -> Result<SemaphorePermit<'_>, KinesisError> {
+        self.requests
+            .acquire()
+            .await
+            .map_err(|e| KinesisError::Transient {
+                operation: "request limit",
+                message: e.to_string(),
+            })
     }
 
     /// Reads the shard from `checkpoint`, handing every page to `processor`.
@@ -179,15 +216,24 @@ impl ShardReader<'_> {
                 () = self.cancel.cancelled() => return Ok(ReadOutcome::Cancelled),
             }
             let called_at = Instant::now();
-            let page = match api::get_records(
-                self.client,
-                &iterator,
-                self.settings.max_records,
-                self.stream,
-                self.shard,
-            )
-            .await
-            {
+            let response = tokio::select! {
+                permit = self.permit() => match permit {
+                    // Boxed, as in `iterator`: allocated only while a call is in flight.
+                    Ok(_permit) => {
+                        Box::pin(api::get_records(
+                            self.client,
+                            &iterator,
+                            self.settings.max_records,
+                            self.stream,
+                            self.shard,
+                        ))
+                        .await
+                    }
+                    Err(e) => Err(e),
+                },
+                () = self.cancel.cancelled() => return Ok(ReadOutcome::Cancelled),
+            };
+            let page = match response {
                 Ok(page) => {
                     failures = 0;
                     page

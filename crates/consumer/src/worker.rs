@@ -27,6 +27,7 @@ use std::time::Duration;
 use aws_sdk_kinesis::Client;
 use chrono::{DateTime, Utc};
 use kinesis_connectors_core::ShardId;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -161,6 +162,9 @@ impl Worker {
         let mut next_sync = Instant::now();
         let mut next_renew = Instant::now() + self.settings.leases.renew_interval;
         let mut result = Ok(());
+        let requests = Arc::new(Semaphore::new(
+            self.settings.reader.max_concurrent_requests.max(1),
+        ));
         let consumer_arn: Option<Arc<str>> = match &self.settings.reader_kind {
             ReaderKind::Polling => None,
             ReaderKind::FanOut { consumer_name } => {
@@ -285,6 +289,7 @@ impl Worker {
                     lease: h.clone(),
                     factory: self.factory.clone(),
                     metrics: self.metrics.clone(),
+                    requests: requests.clone(),
                     cancel: token,
                     abandon,
                 };
@@ -575,6 +580,7 @@ struct ShardTask {
     cancel: CancellationToken,
     abandon: Arc<AtomicBool>,
     metrics: Arc<ConsumerMetrics>,
+    requests: Arc<Semaphore>,
 }
 
 impl ShardTask {
@@ -603,6 +609,7 @@ impl ShardTask {
                     until_tip: self.until_tip,
                     cancel: &self.cancel,
                     metrics: &self.metrics,
+                    requests: &self.requests,
                 };
                 reader
                     .run(&self.checkpoint, processor.as_mut(), &checkpointer)
@@ -620,9 +627,9 @@ impl ShardTask {
                     cancel: &self.cancel,
                     metrics: &self.metrics,
                 };
-                reader
-                    .run(&self.checkpoint, processor.as_mut(), &checkpointer)
-                    .await
+                // Boxed: the fan-out reader's future (SDK event stream included) is several KB, and
+                // inline it would be part of every polling shard's task too.
+                Box::pin(reader.run(&self.checkpoint, processor.as_mut(), &checkpointer)).await
             }
         };
         let reason = match outcome {
