@@ -699,3 +699,148 @@ emitter = {{ type = "file", dir = "out", prefix = "out", format = "envelope" }}
     );
     let _ = ledger;
 }
+
+/// Another worker takes a shard's lease between its last page and its SHARD_END checkpoint (what the
+/// chaos suite hit after a reshard): the refused checkpoint drops the shard, the worker goes on, takes
+/// the shard back and reads it again from its last checkpoint — the records are redelivered, none
+/// is lost, and the shard ends checkpointed at SHARD_END.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_lost_just_before_the_shard_end_checkpoint_drops_the_shard_and_the_worker_goes_on()
+{
+    use async_trait::async_trait;
+    use kinesis_connectors_consumer::{
+        Checkpointer, FileCheckpointStore, InitializationInput, ProcessRecordsInput,
+        ProcessorError, ShardRecordProcessor, ShardRecordProcessorFactory, ShutdownReason, Worker,
+        WorkerSettings,
+    };
+    use std::sync::Mutex;
+    use tokio_util::sync::CancellationToken;
+
+    const PARENT: &str = "shardId-000000000000";
+
+    struct Shared {
+        store: Arc<FileCheckpointStore>,
+        stolen: AtomicBool,
+        read: Mutex<Vec<(String, u64)>>,
+    }
+    struct Processor {
+        shared: Arc<Shared>,
+        shard: String,
+    }
+    #[async_trait]
+    impl ShardRecordProcessor for Processor {
+        async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError> {
+            self.shard = input.shard_id.to_string();
+            Ok(())
+        }
+        async fn process_records(
+            &mut self,
+            input: ProcessRecordsInput,
+            _: &Checkpointer,
+        ) -> Result<(), ProcessorError> {
+            let mut read = self.shared.read.lock().unwrap();
+            for r in input.records {
+                let v: serde_json::Value = serde_json::from_slice(&r.data).unwrap();
+                read.push((self.shard.clone(), v["id"].as_u64().unwrap()));
+            }
+            Ok(())
+        }
+        async fn shutdown(
+            &mut self,
+            reason: ShutdownReason,
+            checkpointer: &Checkpointer,
+        ) -> Result<(), ProcessorError> {
+            if reason != ShutdownReason::ShardEnd {
+                return Ok(());
+            }
+            if self.shard == PARENT && !self.shared.stolen.swap(true, Ordering::SeqCst) {
+                // Another worker takes the lease now.
+                let lease = self
+                    .shared
+                    .store
+                    .list()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|l| l.shard_id == PARENT)
+                    .unwrap();
+                let taken = self
+                    .shared
+                    .store
+                    .take(PARENT, lease.counter, "another-worker")
+                    .await
+                    .unwrap();
+                assert!(taken.is_some());
+            }
+            checkpointer
+                .checkpoint_shard_end()
+                .await
+                .map_err(Into::into)
+        }
+    }
+    struct Factory(Arc<Shared>);
+    impl ShardRecordProcessorFactory for Factory {
+        fn create_processor(&self) -> Box<dyn ShardRecordProcessor> {
+            Box::new(Processor {
+                shared: self.0.clone(),
+                shard: String::new(),
+            })
+        }
+    }
+
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("lost-at-end");
+    client.create(&stream, 1).await.unwrap();
+    let ledger = put_records(&client, &stream, 0..50, 5, &|_| false).await;
+    client.reshard(&stream, 2).await.unwrap();
+    let work = Workdir::new();
+    let store = Arc::new(FileCheckpointStore::open(work.path("leases.json"), &stream).unwrap());
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        stolen: AtomicBool::new(false),
+        read: Mutex::new(Vec::new()),
+    });
+    let mut settings = WorkerSettings::new(&stream);
+    settings.until_tip = true;
+    settings.shard_sync_interval = Duration::from_secs(1);
+    settings.reader.idle_poll_interval = Duration::from_millis(200);
+    let worker = Worker::new(
+        client.sdk().clone(),
+        settings,
+        store.clone(),
+        Arc::new(Factory(shared.clone())),
+    );
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        worker.run(CancellationToken::new()),
+    )
+    .await
+    .expect("the worker read everything within 60 s");
+    assert!(outcome.is_ok(), "the worker went on: {outcome:?}");
+    assert!(shared.stolen.load(Ordering::SeqCst), "the lease was taken");
+    let read = shared.read.lock().unwrap().clone();
+    let parent: Vec<u64> = read
+        .iter()
+        .filter(|(s, _)| s == PARENT)
+        .map(|(_, id)| *id)
+        .collect();
+    let ids: HashSet<u64> = read.iter().map(|(_, id)| *id).collect();
+    assert_eq!(ids.len(), ledger.records.len(), "nothing lost");
+    assert_eq!(
+        parent.len(),
+        2 * ledger.records.len(),
+        "the parent's records were read again after the lease came back"
+    );
+    let end = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.shard_id == PARENT)
+        .map(|l| l.checkpoint);
+    assert!(
+        end.is_none() || end.is_some_and(|c| c.is_shard_end()),
+        "the parent ended at SHARD_END (or was deleted once its children started)"
+    );
+}

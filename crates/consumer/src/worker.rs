@@ -632,19 +632,25 @@ impl ShardTask {
                 Box::pin(reader.run(&self.checkpoint, processor.as_mut(), &checkpointer)).await
             }
         };
-        let reason = match outcome {
-            Ok(ReadOutcome::ShardEnd) => ShutdownReason::ShardEnd,
-            _ if self.abandon.load(Ordering::SeqCst) || self.lease.is_lost() => {
-                ShutdownReason::LeaseLost
-            }
-            _ => ShutdownReason::Requested,
+        let lease_lost = || self.abandon.load(Ordering::SeqCst) || self.lease.is_lost();
+        // A lost lease comes first: a shard read to its end by a worker that no longer holds it must
+        // not try to checkpoint SHARD_END (the checkpoint would be refused).
+        let reason = if lease_lost() {
+            ShutdownReason::LeaseLost
+        } else if matches!(outcome, Ok(ReadOutcome::ShardEnd)) {
+            ShutdownReason::ShardEnd
+        } else {
+            ShutdownReason::Requested
         };
         let shutdown = processor.shutdown(reason, &checkpointer).await;
-        let outcome = outcome?;
-        if reason == ShutdownReason::LeaseLost {
+        // The lease may also be lost while reading or during the final checkpoint. Then the shard is
+        // another worker's, which reads on from the last checkpoint that held. What failed because of
+        // the loss (a refused checkpoint) is not this worker's error and must not stop it.
+        if lease_lost() {
             tracing::info!(shard = %self.shard, "shard dropped: lease lost");
             return Ok(ReadOutcome::Cancelled);
         }
+        let outcome = outcome?;
         shutdown.map_err(processor_error)?;
         if outcome == ReadOutcome::ShardEnd {
             tracing::info!(shard = %self.shard, "shard ended and delivered");
