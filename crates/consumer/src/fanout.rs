@@ -16,7 +16,7 @@ use aws_sdk_kinesis::types::{
     ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEventStream,
 };
 use bytes::Bytes;
-use kinesis_connectors_core::{Position, Record, SequenceNumber, ShardId};
+use kinesis_connectors_core::{Position, Record, SequenceNumber};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ use crate::api::{self, IteratorStart};
 use crate::error::{ConsumerError, KinesisError};
 use crate::position::Checkpoint;
 use crate::processor::{Checkpointer, ProcessRecordsInput, ShardRecordProcessor};
-use crate::reader::{ReadOutcome, ReaderSettings, iterator_start, user_records};
+use crate::reader::{ReadOutcome, ReaderSettings, ShardContext, iterator_start, user_records};
 
 /// Registers (or finds) the stream consumer `name` of `stream` and waits until it is ACTIVE; returns
 /// its ARN. Limits: 20 consumers per stream; RegisterStreamConsumer 5 calls/s per stream.
@@ -100,15 +100,8 @@ fn starting_position(start: &IteratorStart) -> StartingPosition {
 
 /// Reads one shard through a subscription of the consumer `consumer_arn`.
 pub(crate) struct FanOutReader<'a> {
-    pub(crate) client: &'a Client,
+    pub(crate) ctx: ShardContext<'a>,
     pub(crate) consumer_arn: &'a str,
-    pub(crate) stream: &'a Arc<str>,
-    pub(crate) shard: &'a ShardId,
-    pub(crate) settings: &'a ReaderSettings,
-    pub(crate) hash_range: Option<(u128, u128)>,
-    pub(crate) until_tip: bool,
-    pub(crate) cancel: &'a CancellationToken,
-    pub(crate) metrics: &'a crate::metrics::ConsumerMetrics,
 }
 
 enum Step {
@@ -130,7 +123,7 @@ impl FanOutReader<'_> {
         let mut last_read: Option<SequenceNumber> = None;
         let mut failures = 0u32;
         loop {
-            if self.cancel.is_cancelled() {
+            if self.ctx.cancel.is_cancelled() {
                 return Ok(ReadOutcome::Cancelled);
             }
             let start = match &last_read {
@@ -143,10 +136,11 @@ impl FanOutReader<'_> {
                 None => first.clone(),
             };
             let subscribed = self
+                .ctx
                 .client
                 .subscribe_to_shard()
                 .consumer_arn(self.consumer_arn)
-                .shard_id(self.shard.as_ref())
+                .shard_id(self.ctx.shard.as_ref())
                 .starting_position(starting_position(&start))
                 .send()
                 .await;
@@ -167,7 +161,7 @@ impl FanOutReader<'_> {
             loop {
                 let next = tokio::select! {
                     n = events.recv() => n,
-                    () = self.cancel.cancelled() => return Ok(ReadOutcome::Cancelled),
+                    () = self.ctx.cancel.cancelled() => return Ok(ReadOutcome::Cancelled),
                 };
                 match next {
                     Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(event))) => {
@@ -181,7 +175,7 @@ impl FanOutReader<'_> {
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => {
-                        tracing::debug!(shard = %self.shard, after = ?subscribed_at.elapsed(), "subscription ended; subscribing again");
+                        tracing::debug!(shard = %self.ctx.shard, after = ?subscribed_at.elapsed(), "subscription ended; subscribing again");
                         break;
                     }
                     Err(e) => {
@@ -199,15 +193,16 @@ impl FanOutReader<'_> {
 
     async fn back_off(&self, failures: &mut u32, e: &KinesisError) {
         let wait = self
+            .ctx
             .settings
             .retry
             .delay(*failures, None)
             .max(Duration::from_millis(200));
         *failures = failures.saturating_add(1);
-        tracing::warn!(shard = %self.shard, error = %e, wait_ms = wait.as_millis() as u64, "subscription failed; subscribing again");
+        tracing::warn!(shard = %self.ctx.shard, error = %e, wait_ms = wait.as_millis() as u64, "subscription failed; subscribing again");
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = self.cancel.cancelled() => {}
+            () = self.ctx.cancel.cancelled() => {}
         }
     }
 
@@ -230,15 +225,15 @@ impl FanOutReader<'_> {
                 partition_key: Arc::from(r.partition_key.unwrap_or_default()),
                 position: Position::new(sequence, 0),
                 approximate_arrival: r.approximate_arrival_timestamp.and_then(api::to_chrono),
-                shard_id: self.shard.clone(),
-                stream: self.stream.clone(),
+                shard_id: self.ctx.shard.clone(),
+                stream: self.ctx.stream.clone(),
             });
         }
         let last = records.last().map(|r| r.position.sequence.clone());
         let last_arrival = records.last().and_then(|r| r.approximate_arrival);
-        let records = user_records(records, self.hash_range, skip.as_ref(), self.shard);
-        self.metrics.on_page(
-            self.shard,
+        let records = user_records(records, self.ctx.hash_range, skip.as_ref(), self.ctx.shard);
+        self.ctx.metrics.on_page(
+            self.ctx.shard,
             records.len(),
             Some(event.millis_behind_latest),
             last_arrival,
@@ -256,18 +251,18 @@ impl FanOutReader<'_> {
             };
             tokio::select! {
                 r = processor.process_records(input, checkpointer) => r.map_err(|e| ConsumerError::Processor {
-                    shard: self.shard.to_string(),
+                    shard: self.ctx.shard.to_string(),
                     message: e.to_string(),
                 })?,
-                () = self.cancel.cancelled() => return Ok(Step::Done(ReadOutcome::Cancelled)),
+                () = self.ctx.cancel.cancelled() => return Ok(Step::Done(ReadOutcome::Cancelled)),
             }
         }
         if !children.is_empty() && (empty || event.continuation_sequence_number.is_empty()) {
-            self.metrics.on_end(self.shard);
-            tracing::info!(shard = %self.shard, children = ?children.iter().map(|c| &c.shard_id).collect::<Vec<_>>(), "shard end reached");
+            self.ctx.metrics.on_end(self.ctx.shard);
+            tracing::info!(shard = %self.ctx.shard, children = ?children.iter().map(|c| &c.shard_id).collect::<Vec<_>>(), "shard end reached");
             return Ok(Step::Done(ReadOutcome::ShardEnd));
         }
-        if self.until_tip && empty && event.millis_behind_latest == 0 {
+        if self.ctx.until_tip && empty && event.millis_behind_latest == 0 {
             return Ok(Step::Done(ReadOutcome::AtTip));
         }
         Ok(Step::Continue)

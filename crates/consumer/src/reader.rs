@@ -148,8 +148,9 @@ pub(crate) fn user_records(
     out
 }
 
-/// Everything a shard reader needs.
-pub(crate) struct ShardReader<'a> {
+/// What every reader of one shard (polling or fan-out) works with.
+#[derive(Clone, Copy)]
+pub(crate) struct ShardContext<'a> {
     pub(crate) client: &'a Client,
     pub(crate) stream: &'a Arc<str>,
     pub(crate) shard: &'a ShardId,
@@ -158,6 +159,11 @@ pub(crate) struct ShardReader<'a> {
     pub(crate) until_tip: bool,
     pub(crate) cancel: &'a CancellationToken,
     pub(crate) metrics: &'a ConsumerMetrics,
+}
+
+/// The polling reader of one shard.
+pub(crate) struct ShardReader<'a> {
+    pub(crate) ctx: ShardContext<'a>,
     /// The worker's limit of calls in flight (see the module documentation).
     pub(crate) requests: &'a Semaphore,
 }
@@ -169,16 +175,23 @@ impl ShardReader<'_> {
             // Boxed: the SDK's call future is large, and inline it would be part of every idle
             // shard's task for the task's whole life.
             Box::pin(api::get_shard_iterator(
-                self.client,
-                self.stream,
-                self.shard,
+                self.ctx.client,
+                self.ctx.stream,
+                self.ctx.shard,
                 start,
             ))
             .await
         };
-        match api::with_retry(&self.settings.retry, self.cancel, "GetShardIterator", call).await {
+        match api::with_retry(
+            &self.ctx.settings.retry,
+            self.ctx.cancel,
+            "GetShardIterator",
+            call,
+        )
+        .await
+        {
             Ok(it) => Ok(Some(it)),
-            Err(_) if self.cancel.is_cancelled() => Ok(None),
+            Err(_) if self.ctx.cancel.is_cancelled() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -213,7 +226,7 @@ impl ShardReader<'_> {
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(next_call) => {}
-                () = self.cancel.cancelled() => return Ok(ReadOutcome::Cancelled),
+                () = self.ctx.cancel.cancelled() => return Ok(ReadOutcome::Cancelled),
             }
             let called_at = Instant::now();
             let response = tokio::select! {
@@ -221,17 +234,17 @@ impl ShardReader<'_> {
                     // Boxed, as in `iterator`: allocated only while a call is in flight.
                     Ok(_permit) => {
                         Box::pin(api::get_records(
-                            self.client,
+                            self.ctx.client,
                             &iterator,
-                            self.settings.max_records,
-                            self.stream,
-                            self.shard,
+                            self.ctx.settings.max_records,
+                            self.ctx.stream,
+                            self.ctx.shard,
                         ))
                         .await
                     }
                     Err(e) => Err(e),
                 },
-                () = self.cancel.cancelled() => return Ok(ReadOutcome::Cancelled),
+                () = self.ctx.cancel.cancelled() => return Ok(ReadOutcome::Cancelled),
             };
             let page = match response {
                 Ok(page) => {
@@ -243,25 +256,26 @@ impl ShardReader<'_> {
                         Some(seq) => IteratorStart::AfterSequence(seq.clone()),
                         None => first.clone(),
                     };
-                    tracing::info!(shard = %self.shard, "shard iterator expired; getting a new one");
+                    tracing::info!(shard = %self.ctx.shard, "shard iterator expired; getting a new one");
                     match self.iterator(&start).await? {
                         Some(it) => iterator = it,
                         None => return Ok(ReadOutcome::Cancelled),
                     }
-                    next_call = called_at + self.settings.poll_interval;
+                    next_call = called_at + self.ctx.settings.poll_interval;
                     continue;
                 }
                 Err(e) if e.is_retryable() => {
                     let wait = self
+                        .ctx
                         .settings
                         .retry
                         .delay(failures, None)
-                        .max(self.settings.poll_interval);
+                        .max(self.ctx.settings.poll_interval);
                     failures = failures.saturating_add(1);
                     if matches!(e, KinesisError::Throttled { .. }) {
-                        self.metrics.on_throttle(self.shard);
+                        self.ctx.metrics.on_throttle(self.ctx.shard);
                     }
-                    tracing::warn!(shard = %self.shard, error = %e, wait_ms = wait.as_millis() as u64, "GetRecords failed; backing off");
+                    tracing::warn!(shard = %self.ctx.shard, error = %e, wait_ms = wait.as_millis() as u64, "GetRecords failed; backing off");
                     next_call = Instant::now() + wait;
                     continue;
                 }
@@ -271,9 +285,14 @@ impl ShardReader<'_> {
             let at_tip = empty && page.millis_behind_latest.unwrap_or(0) == 0;
             let last_sequence = page.records.last().map(|r| r.position.sequence.clone());
             let last_arrival = page.records.last().and_then(|r| r.approximate_arrival);
-            let records = user_records(page.records, self.hash_range, skip.as_ref(), self.shard);
-            self.metrics.on_page(
-                self.shard,
+            let records = user_records(
+                page.records,
+                self.ctx.hash_range,
+                skip.as_ref(),
+                self.ctx.shard,
+            );
+            self.ctx.metrics.on_page(
+                self.ctx.shard,
                 records.len(),
                 page.millis_behind_latest,
                 last_arrival,
@@ -292,27 +311,27 @@ impl ShardReader<'_> {
                 };
                 tokio::select! {
                     r = processor.process_records(input, checkpointer) => r.map_err(|e| ConsumerError::Processor {
-                        shard: self.shard.to_string(),
+                        shard: self.ctx.shard.to_string(),
                         message: e.to_string(),
                     })?,
-                    () = self.cancel.cancelled() => return Ok(ReadOutcome::Cancelled),
+                    () = self.ctx.cancel.cancelled() => return Ok(ReadOutcome::Cancelled),
                 }
             }
             match page.next_iterator {
                 None => {
-                    self.metrics.on_end(self.shard);
-                    tracing::info!(shard = %self.shard, children = ?page.child_shards, "shard end reached");
+                    self.ctx.metrics.on_end(self.ctx.shard);
+                    tracing::info!(shard = %self.ctx.shard, children = ?page.child_shards, "shard end reached");
                     return Ok(ReadOutcome::ShardEnd);
                 }
                 Some(next) => iterator = next,
             }
-            if at_tip && self.until_tip {
+            if at_tip && self.ctx.until_tip {
                 return Ok(ReadOutcome::AtTip);
             }
             let interval = if empty {
-                self.settings.idle_poll_interval
+                self.ctx.settings.idle_poll_interval
             } else {
-                self.settings.poll_interval
+                self.ctx.settings.poll_interval
             };
             next_call = called_at + interval;
         }

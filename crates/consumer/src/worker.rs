@@ -43,7 +43,7 @@ use crate::position::{Checkpoint, InitialPosition};
 use crate::processor::{
     Checkpointer, InitializationInput, ShardRecordProcessorFactory, ShutdownReason,
 };
-use crate::reader::{ReadOutcome, ReaderSettings, ShardReader};
+use crate::reader::{ReadOutcome, ReaderSettings, ShardContext, ShardReader};
 use crate::shard::{ShardInfo, parents_first};
 
 /// Default time between shard discoveries.
@@ -598,17 +598,20 @@ impl ShardTask {
             })
             .await
             .map_err(processor_error)?;
+        let ctx = ShardContext {
+            client: &self.client,
+            stream: &self.stream,
+            shard: &self.shard,
+            settings: &self.settings,
+            hash_range: self.hash_range,
+            until_tip: self.until_tip,
+            cancel: &self.cancel,
+            metrics: &self.metrics,
+        };
         let outcome = match &self.consumer_arn {
             None => {
                 let reader = ShardReader {
-                    client: &self.client,
-                    stream: &self.stream,
-                    shard: &self.shard,
-                    settings: &self.settings,
-                    hash_range: self.hash_range,
-                    until_tip: self.until_tip,
-                    cancel: &self.cancel,
-                    metrics: &self.metrics,
+                    ctx,
                     requests: &self.requests,
                 };
                 reader
@@ -617,15 +620,8 @@ impl ShardTask {
             }
             Some(arn) => {
                 let reader = crate::fanout::FanOutReader {
-                    client: &self.client,
+                    ctx,
                     consumer_arn: arn,
-                    stream: &self.stream,
-                    shard: &self.shard,
-                    settings: &self.settings,
-                    hash_range: self.hash_range,
-                    until_tip: self.until_tip,
-                    cancel: &self.cancel,
-                    metrics: &self.metrics,
                 };
                 // Boxed: the fan-out reader's future (SDK event stream included) is several KB, and
                 // inline it would be part of every polling shard's task too.
