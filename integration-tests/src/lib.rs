@@ -241,6 +241,26 @@ pub fn connector_bin() -> PathBuf {
     bin
 }
 
+/// The logs of every connector started in `dir` (see [`Connector::start`]), one after the other.
+pub fn connector_logs(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(LOG_PREFIX)
+        {
+            text.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    text
+}
+
+/// How [`Connector::start`] names its log files in the working directory.
+const LOG_PREFIX: &str = "connector-";
+
 /// A running `kinesis-connector run`.
 pub struct Connector {
     child: Child,
@@ -287,7 +307,7 @@ impl Connector {
         let log = std::env::var_os("KC_TEST_LOGS").is_none().then(|| {
             static RUN: AtomicU32 = AtomicU32::new(0);
             let log = dir.join(format!(
-                "connector-{}.log",
+                "{LOG_PREFIX}{}.log",
                 RUN.fetch_add(1, Ordering::SeqCst)
             ));
             cmd.stderr(std::fs::File::create(&log).unwrap());

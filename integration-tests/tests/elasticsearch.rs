@@ -18,7 +18,8 @@ use integration_tests::fault_proxy::{Fault, FaultProxy};
 use integration_tests::opensearch::{ItemFault, Search, bulk_item_faults, bulk_ops, bulk_requests};
 use integration_tests::tcp_switch::TcpSwitch;
 use integration_tests::{
-    Connector, Ledger, Stack, Workdir, connector_bin, put_records, test_record, unique,
+    Connector, Ledger, Stack, Workdir, connector_bin, connector_logs, put_records, test_record,
+    unique,
 };
 use kinesis_connectors_core::testing::record;
 use kinesis_connectors_core::{Batch, EmitOutcome, Emitter, Envelope, FailureKind, Item, Origin};
@@ -95,22 +96,6 @@ async fn assert_all_documents(
             "document of record {id}"
         );
     }
-}
-
-fn connector_logs(dir: &Path) -> String {
-    let mut text = String::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("connector-")
-        {
-            text.push_str(&std::fs::read_to_string(&path).unwrap());
-        }
-    }
-    text
 }
 
 /// Runs a connector to the tip on a blocking thread, so proxies in this process keep serving.
