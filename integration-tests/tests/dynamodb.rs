@@ -19,7 +19,7 @@ use integration_tests::{Connector, Ledger, Stack, Workdir, put_records, unique, 
 use kinesis_connectors_consumer::{Checkpoint, PutEntry};
 use kinesis_connectors_core::testing::{record, sequence};
 use kinesis_connectors_core::{
-    Batch, Emitter, Envelope, FailureKind, Item, Origin, Position, SequenceNumber,
+    Batch, Emitter, Envelope, FailureKind, Item, ItemPosition, Origin, Position, SequenceNumber,
 };
 use kinesis_connectors_emitter_dynamodb::{DynamoDbConfig, DynamoDbEmitter, encode_position};
 use serde_json::{Value, json};
@@ -109,7 +109,7 @@ async fn ten_thousand_records_over_a_thousand_keys_leave_each_key_at_its_last_re
         );
         assert_eq!(
             s(item, "seq"),
-            encode_position(&Position::new(seq.clone(), 0))
+            encode_position(&ItemPosition::new(Position::new(seq.clone(), 0), 0))
         );
     }
     assert!(work.dead_letters("p").is_empty());
@@ -221,7 +221,10 @@ async fn sigkill_and_restart_in_ordering_safe_mode_never_regress_an_item() {
             assert_eq!(n(item, "id") as u64, expected[key].0, "key {key}");
             assert_eq!(
                 s(item, "kinesis_sequence"),
-                encode_position(&Position::new(expected[key].1.clone(), 0))
+                encode_position(&ItemPosition::new(
+                    Position::new(expected[key].1.clone(), 0),
+                    0
+                ))
             );
         }
     };
@@ -525,7 +528,7 @@ async fn within_a_batch_the_newest_record_of_each_key_wins_and_deletes_apply() {
     assert_eq!(n(by_id["a"], "v"), 9);
     assert_eq!(
         s(by_id["a"], "seq"),
-        encode_position(&Position::new(sequence(9), 0))
+        encode_position(&ItemPosition::new(Position::new(sequence(9), 0), 0))
     );
     let c = by_id["c"];
     assert_eq!(n(c, "quantity"), 7);

@@ -153,7 +153,27 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<Lease, String> {
             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
             .map(|t| t.to_utc()),
         shard_id,
+        unreadable: None,
     })
+}
+
+/// A row that does not decode: kept as a lease that is never taken or read (its children wait), so a
+/// damaged row cannot let a child be read before its parent ended.
+fn unreadable(item: &HashMap<String, AttributeValue>, why: String) -> Option<Lease> {
+    let shard = item.get(KEY).and_then(|v| v.as_s().ok())?;
+    let mut lease = Lease::new(shard.clone(), Checkpoint::TrimHorizon, Vec::new(), None);
+    lease.owner = item
+        .get(OWNER)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .filter(|o| !o.is_empty());
+    lease.counter = item
+        .get(COUNTER)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    lease.unreadable = Some(why);
+    Some(lease)
 }
 
 impl DynamoDbLeaseStore {
@@ -322,9 +342,15 @@ impl LeaseStore for DynamoDbLeaseStore {
             for item in out.items() {
                 match decode(item) {
                     Ok(l) => leases.push(l),
-                    Err(e) => {
-                        tracing::warn!(table = %self.table, error = %e, "unreadable lease skipped")
-                    }
+                    Err(e) => match unreadable(item, e.clone()) {
+                        Some(l) => {
+                            tracing::error!(table = %self.table, shard = %l.shard_id, error = %e, "lease row unreadable: the shard is not read, nor are its children, until the row is mended");
+                            leases.push(l);
+                        }
+                        None => {
+                            tracing::error!(table = %self.table, error = %e, "lease row without a readable leaseKey ignored")
+                        }
+                    },
                 }
             }
             match out.last_evaluated_key {

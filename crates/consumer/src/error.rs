@@ -156,6 +156,15 @@ pub enum StoreError {
         /// Whether retrying may succeed.
         retryable: bool,
     },
+    /// A store call made through a held lease did not answer within its timeout (whether it took
+    /// effect is unknown; a later conditional write tells).
+    #[error("lease store call {operation} did not answer within {after:?}")]
+    Timeout {
+        /// The call.
+        operation: &'static str,
+        /// Its timeout.
+        after: std::time::Duration,
+    },
 }
 
 impl StoreError {
@@ -167,6 +176,7 @@ impl StoreError {
                 retryable: true,
                 ..
             } | StoreError::Io { .. }
+                | StoreError::Timeout { .. }
         )
     }
 }

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::StoreError;
 use crate::position::Checkpoint;
@@ -44,6 +45,9 @@ pub struct Lease {
     pub hash_range: Option<(String, String)>,
     /// When the checkpoint last changed, where the store records it.
     pub updated_at: Option<DateTime<Utc>>,
+    /// Why the stored row could not be read, if it could not: such a lease is never taken or read,
+    /// and its children wait (reading them first would break per-key order across a reshard).
+    pub unreadable: Option<String>,
 }
 
 impl Lease {
@@ -64,6 +68,7 @@ impl Lease {
             children: Vec::new(),
             hash_range,
             updated_at: None,
+            unreadable: None,
         }
     }
 }
@@ -172,14 +177,54 @@ impl LeaseSettings {
 }
 
 /// A lease this worker holds: the counter it last wrote, shared by renewals and checkpoints (one write
-/// at a time), and whether it was lost.
+/// at a time), when its ownership was last confirmed, and whether it was lost.
+///
+/// **Local expiry.** Another worker may take a lease once it has seen the lease's counter unchanged
+/// for the failover time. The counter it sees was written by this worker's last successful write, sent
+/// at `confirmed_at`, so nobody can take the lease before `confirmed_at + failover_time`. A worker that
+/// cannot confirm its lease (its route to the table is down, the table is slow) therefore stops
+/// starting emits of the shard at [`LeaseTiming::start_margin`] before that instant, abandons one still
+/// running shortly before it ([`HeldLease::fence`]), and counts the lease as lost from then on — as the
+/// KCL does. Every store call made through the lease has a timeout shorter than the renewal interval, so
+/// one slow call cannot hold up the renewals.
 #[derive(Debug)]
 pub struct HeldLease {
     shard: String,
     owner: String,
     counter: Mutex<u64>,
     lost: AtomicBool,
+    lost_token: CancellationToken,
+    confirmed_at: std::sync::Mutex<Instant>,
+    timing: Option<LeaseTiming>,
     store: Arc<dyn LeaseStore>,
+}
+
+/// How a held lease of a shared store expires locally; see [`HeldLease`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// Time after which another worker may take a lease it saw unchanged.
+    pub failover_time: Duration,
+    /// No emit starts later than this before the lease could be taken.
+    pub start_margin: Duration,
+    /// An emit still running this long before the lease could be taken is abandoned.
+    pub stop_margin: Duration,
+    /// Timeout of each store call made through the lease (renew, checkpoint, release).
+    pub call_timeout: Duration,
+}
+
+impl LeaseTiming {
+    /// The timing derived from lease settings: emits start until two thirds of the failover time
+    /// after the last confirmation (a healthy lease is renewed every third), are abandoned at 95 %,
+    /// and each call may take half the renewal interval.
+    pub fn from_settings(settings: &LeaseSettings) -> Self {
+        let failover = settings.failover_time;
+        Self {
+            failover_time: failover,
+            start_margin: settings.renew_interval.min(failover / 2),
+            stop_margin: failover / 20,
+            call_timeout: (settings.renew_interval / 2).max(Duration::from_millis(50)),
+        }
+    }
 }
 
 impl std::fmt::Debug for dyn LeaseStore {
@@ -189,13 +234,24 @@ impl std::fmt::Debug for dyn LeaseStore {
 }
 
 impl HeldLease {
-    /// A lease just taken with `counter`.
-    pub fn new(store: Arc<dyn LeaseStore>, shard: &str, owner: &str, counter: u64) -> Arc<Self> {
+    /// A lease just taken with `counter` by a write sent at `confirmed_at`; `timing` is `None` for a
+    /// store only this process uses (nothing expires).
+    pub fn new(
+        store: Arc<dyn LeaseStore>,
+        shard: &str,
+        owner: &str,
+        counter: u64,
+        confirmed_at: Instant,
+        timing: Option<LeaseTiming>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             shard: shard.to_owned(),
             owner: owner.to_owned(),
             counter: Mutex::new(counter),
             lost: AtomicBool::new(false),
+            lost_token: CancellationToken::new(),
+            confirmed_at: std::sync::Mutex::new(confirmed_at),
+            timing,
             store,
         })
     }
@@ -205,9 +261,68 @@ impl HeldLease {
         &self.shard
     }
 
-    /// Whether another worker took it (or it was released).
+    /// Whether the lease was lost: another worker took it, it was released, or it could not be
+    /// confirmed in time (local expiry).
     pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        if self.lost.load(Ordering::SeqCst) {
+            return true;
+        }
+        if self
+            .expires_at()
+            .is_some_and(|at| Instant::now() + self.start_margin() >= at)
+        {
+            self.expire_locally();
+            return true;
+        }
+        false
+    }
+
+    /// Fires when the lease is lost (including local expiry, once noticed).
+    pub fn lost_token(&self) -> &CancellationToken {
+        &self.lost_token
+    }
+
+    /// The earliest instant another worker may take the lease (`None`: never, an embedded store).
+    pub fn expires_at(&self) -> Option<Instant> {
+        let t = self.timing?;
+        Some(self.confirmed() + t.failover_time)
+    }
+
+    /// When this process must stop starting emits of the shard (`None`: never).
+    pub fn start_by(&self) -> Option<Instant> {
+        self.expires_at().map(|at| at - self.start_margin())
+    }
+
+    /// Until when this process may deliver the shard's records; `None` for an embedded store.
+    pub fn fence(&self) -> Option<kinesis_connectors_core::Fence> {
+        let t = self.timing?;
+        let at = self.expires_at()?;
+        if self.lost.load(Ordering::SeqCst) {
+            let past = Instant::now();
+            return Some(kinesis_connectors_core::Fence {
+                start_by: past,
+                stop_by: past,
+            });
+        }
+        Some(kinesis_connectors_core::Fence {
+            start_by: at - t.start_margin,
+            stop_by: at - t.stop_margin,
+        })
+    }
+
+    fn start_margin(&self) -> Duration {
+        self.timing.map_or(Duration::ZERO, |t| t.start_margin)
+    }
+
+    fn confirmed(&self) -> Instant {
+        *self.confirmed_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn confirm(&self, sent_at: Instant) {
+        let mut c = self.confirmed_at.lock().unwrap_or_else(|p| p.into_inner());
+        if sent_at > *c {
+            *c = sent_at;
+        }
     }
 
     /// The counter this worker last wrote.
@@ -215,9 +330,39 @@ impl HeldLease {
         *self.counter.lock().await
     }
 
-    fn mark_lost(&self) {
+    pub(crate) fn mark_lost(&self) {
         if !self.lost.swap(true, Ordering::SeqCst) {
             tracing::warn!(shard = %self.shard, "lease lost to another worker");
+        }
+        self.lost_token.cancel();
+    }
+
+    fn expire_locally(&self) {
+        if !self.lost.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                shard = %self.shard,
+                "lease not confirmed within the failover time; stopping the shard before another worker may take it"
+            );
+        }
+        self.lost_token.cancel();
+    }
+
+    /// Runs one store call with the lease's call timeout.
+    async fn call<T>(
+        &self,
+        what: &'static str,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match self.timing {
+            None => f.await,
+            Some(t) => tokio::time::timeout(t.call_timeout, f)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Timeout {
+                        operation: what,
+                        after: t.call_timeout,
+                    })
+                }),
         }
     }
 
@@ -226,10 +371,22 @@ impl HeldLease {
         if self.is_lost() {
             return Ok(false);
         }
-        let mut c = self.counter.lock().await;
-        match self.store.renew(&self.shard, *c, &self.owner).await? {
+        let mut c = match self.timing {
+            // A checkpoint write in progress holds the counter; it confirms the lease too.
+            Some(t) => match tokio::time::timeout(t.call_timeout, self.counter.lock()).await {
+                Ok(c) => c,
+                Err(_) => return Ok(!self.is_lost()),
+            },
+            None => self.counter.lock().await,
+        };
+        let sent_at = Instant::now();
+        match self
+            .call("renew", self.store.renew(&self.shard, *c, &self.owner))
+            .await?
+        {
             Some(n) => {
                 *c = n;
+                self.confirm(sent_at);
                 Ok(true)
             }
             None => {
@@ -248,13 +405,18 @@ impl HeldLease {
             return Err(lost());
         }
         let mut c = self.counter.lock().await;
+        let sent_at = Instant::now();
         match self
-            .store
-            .checkpoint(&self.shard, *c, &self.owner, checkpoint)
+            .call(
+                "checkpoint",
+                self.store
+                    .checkpoint(&self.shard, *c, &self.owner, checkpoint),
+            )
             .await?
         {
             Some(n) => {
                 *c = n;
+                self.confirm(sent_at);
                 Ok(())
             }
             None => {
@@ -266,13 +428,16 @@ impl HeldLease {
 
     /// Gives the lease up (graceful hand-off); afterwards it counts as lost here.
     pub async fn release(&self) -> Result<bool, StoreError> {
-        if self.is_lost() {
+        if self.lost.load(Ordering::SeqCst) {
             return Ok(false);
         }
         let c = self.counter.lock().await;
-        let released = self.store.release(&self.shard, *c, &self.owner).await?;
+        let released = self
+            .call("release", self.store.release(&self.shard, *c, &self.owner))
+            .await;
         self.lost.store(true, Ordering::SeqCst);
-        Ok(released)
+        self.lost_token.cancel();
+        released
     }
 }
 

@@ -141,4 +141,8 @@ impl ShardCheckpointer for Checkpointer {
                 e => CheckpointError::Rejected(e.to_string()),
             })
     }
+
+    fn fence(&self) -> Option<kinesis_connectors_core::Fence> {
+        self.lease.fence()
+    }
 }

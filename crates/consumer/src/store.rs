@@ -49,6 +49,7 @@ impl FileLease {
             children: self.children,
             hash_range: self.hash_range,
             updated_at: self.updated_at,
+            unreadable: None,
         }
     }
 

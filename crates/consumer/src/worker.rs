@@ -4,7 +4,15 @@
 //! Every `take_interval` the worker scans the lease table: leases it holds but another worker now owns
 //! are lost (their shard is dropped at once, without checkpointing); expired or unowned leases are taken
 //! up to an even share, then leases are stolen from busier workers one at a time ([`plan_takes`]). Held
-//! leases are renewed every `renew_interval`; a failed renewal also means the lease is lost.
+//! leases are renewed every `renew_interval` by a task of their own, so no scan, shard sync or slow
+//! call delays a renewal; a refused renewal means the lease is lost, and a lease that could not be
+//! confirmed within the failover time expires here before any other worker may take it
+//! ([`HeldLease`]). A lost lease stops its shard at once.
+//!
+//! A lease the table shows as this worker's own, but that this process does not hold, was held by an
+//! earlier run under the same `worker_id` (a container restarted in place): the embedded store's one
+//! process takes it back at once; with a shared table it is taken once it is expired (its counter
+//! unchanged for the failover time), so a live process that happens to share the id keeps it.
 //!
 //! Shard discovery (`ListShards`) runs at start, every `shard_sync_interval`, and at once whenever a
 //! shard ends. A newly seen shard gets a lease before anyone reads it:
@@ -35,8 +43,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api;
 use crate::error::ConsumerError;
 use crate::lease::{
-    DEFAULT_FAILOVER_TIME, ExpiryClock, HeldLease, Lease, LeaseSettings, LeaseStore, LeaseView,
-    plan_takes,
+    DEFAULT_FAILOVER_TIME, ExpiryClock, HeldLease, Lease, LeaseSettings, LeaseStore, LeaseTiming,
+    LeaseView, plan_takes,
 };
 use crate::metrics::ConsumerMetrics;
 use crate::position::{Checkpoint, InitialPosition};
@@ -153,14 +161,19 @@ impl Worker {
         let started = Instant::now();
         let me = self.settings.leases.worker_id.clone();
         let stream: Arc<str> = Arc::from(self.settings.stream.as_str());
-        let mut held: HashMap<String, Arc<HeldLease>> = HashMap::new();
+        let held: Held = Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let renewer_stop = CancellationToken::new();
+        let renewer = tokio::spawn(renew_loop(
+            held.clone(),
+            self.settings.leases.renew_interval,
+            renewer_stop.clone(),
+        ));
         let mut running: HashMap<String, RunningShard> = HashMap::new();
         let mut done: HashSet<String> = HashSet::new();
         let mut tasks: JoinSet<(String, Result<ReadOutcome, ConsumerError>)> = JoinSet::new();
         let mut clock = ExpiryClock::default();
         let mut hash_ranges: HashMap<String, (u128, u128)> = HashMap::new();
         let mut next_sync = Instant::now();
-        let mut next_renew = Instant::now() + self.settings.leases.renew_interval;
         let mut result = Ok(());
         let requests = Arc::new(Semaphore::new(
             self.settings.reader.max_concurrent_requests.max(1),
@@ -209,52 +222,41 @@ impl Worker {
                     break;
                 }
             };
-            // Leases another worker took from us.
+            // Leases another worker took from us, and leases lost or expired here.
             for (shard, lease) in &scan.leases {
-                if held.contains_key(shard)
+                if let Some(h) = lock(&held).get(shard)
                     && lease.owner.as_deref() != Some(&me)
                     && !lease.checkpoint.is_shard_end()
                 {
                     tracing::warn!(shard = %shard, new_owner = ?lease.owner, "lease taken by another worker; dropping the shard");
-                    if let Some(r) = running.get(shard) {
-                        r.abandon.store(true, Ordering::SeqCst);
-                        r.cancel.cancel();
-                    }
-                    held.remove(shard);
+                    h.mark_lost();
                 }
             }
-            if now >= next_renew {
-                next_renew = now + self.settings.leases.renew_interval;
-                let renewals = held.values().map(|h| {
-                    let h = h.clone();
-                    async move { (h.shard().to_owned(), h.renew().await) }
-                });
-                for (shard, renewed) in futures::future::join_all(renewals).await {
-                    match renewed {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            if let Some(r) = running.get(&shard) {
-                                r.abandon.store(true, Ordering::SeqCst);
-                                r.cancel.cancel();
-                            }
-                            held.remove(&shard);
-                        }
-                        Err(e) => {
-                            tracing::warn!(shard = %shard, error = %e, "lease renewal failed; will retry")
-                        }
-                    }
+            let lost: Vec<String> = lock(&held)
+                .values()
+                .filter(|h| h.is_lost())
+                .map(|h| h.shard().to_owned())
+                .collect();
+            for shard in lost {
+                if let Some(r) = running.get(&shard) {
+                    r.abandon.store(true, Ordering::SeqCst);
+                    r.cancel.cancel();
                 }
+                lock(&held).remove(&shard);
             }
             if !cancel.is_cancelled() {
-                self.take_leases(&me, &scan, &mut held).await;
+                self.take_leases(&me, &scan, &held).await;
             }
-            self.metrics.set_leases_held(held.len());
+            self.metrics.set_leases_held(lock(&held).len());
             // Start reading held shards whose parents are done.
             for (shard, lease) in &scan.leases {
-                let Some(h) = held.get(shard) else { continue };
+                let Some(h) = lock(&held).get(shard).cloned() else {
+                    continue;
+                };
                 if running.contains_key(shard)
                     || done.contains(shard)
                     || lease.checkpoint.is_shard_end()
+                    || lease.unreadable.is_some()
                     || cancel.is_cancelled()
                 {
                     continue;
@@ -286,7 +288,7 @@ impl Worker {
                     settings: self.settings.reader.clone(),
                     until_tip: self.settings.until_tip,
                     consumer_arn: consumer_arn.clone(),
-                    lease: h.clone(),
+                    lease: h,
                     factory: self.factory.clone(),
                     metrics: self.metrics.clone(),
                     requests: requests.clone(),
@@ -320,13 +322,14 @@ impl Worker {
                     match outcome {
                         Ok(ReadOutcome::ShardEnd) => {
                             done.insert(shard.clone());
-                            held.remove(&shard);
+                            lock(&held).remove(&shard);
                             next_sync = Instant::now();
                         }
                         Ok(ReadOutcome::AtTip) => {
                             done.insert(shard);
                         }
                         Ok(ReadOutcome::Cancelled) => {
+                            let mut held = lock(&held);
                             if held.get(&shard).is_some_and(|h| h.is_lost()) {
                                 held.remove(&shard);
                                 self.metrics.forget(&shard);
@@ -355,9 +358,13 @@ impl Worker {
                 Err(_) => {}
             }
         }
-        // Graceful hand-off: everything read is delivered and checkpointed; free the leases now.
+        // The leases were renewed while the shards drained; now everything read is delivered and
+        // checkpointed: free them (graceful hand-off).
+        renewer_stop.cancel();
+        let _ = renewer.await;
         if self.store.is_shared() {
-            for h in held.values() {
+            let leases: Vec<Arc<HeldLease>> = lock(&held).values().cloned().collect();
+            for h in leases {
                 match h.release().await {
                     Ok(true) => tracing::info!(shard = %h.shard(), "lease released"),
                     Ok(false) => {}
@@ -382,7 +389,14 @@ impl Worker {
     }
 
     async fn scan(&self, clock: &mut ExpiryClock) -> Result<Scan, ConsumerError> {
-        let list = self.store.list().await?;
+        // Bounded, so a table that hangs cannot stall the loop that drops lost shards.
+        let limit = self.settings.leases.failover_time;
+        let list = tokio::time::timeout(limit, self.store.list())
+            .await
+            .unwrap_or(Err(crate::error::StoreError::Timeout {
+                operation: "scan",
+                after: limit,
+            }))?;
         let expired: HashSet<String> = if self.store.is_shared() {
             clock
                 .observe(&list, Instant::now(), self.settings.leases.failover_time)
@@ -398,30 +412,33 @@ impl Worker {
         })
     }
 
-    async fn take_leases(&self, me: &str, scan: &Scan, held: &mut HashMap<String, Arc<HeldLease>>) {
-        let views: Vec<LeaseView> = scan
-            .leases
-            .values()
-            .filter(|l| !l.checkpoint.is_shard_end())
-            .map(|l| {
-                let mine = held.contains_key(&l.shard_id);
-                LeaseView {
-                    shard: l.shard_id.clone(),
-                    owner: if mine {
-                        Some(me.to_owned())
-                    } else {
-                        l.owner.clone()
-                    },
-                    available: !mine && scan.expired.contains(&l.shard_id),
-                }
-            })
-            .collect();
+    async fn take_leases(&self, me: &str, scan: &Scan, held: &Held) {
+        let views: Vec<LeaseView> = {
+            let held = lock(held);
+            scan.leases
+                .values()
+                .filter(|l| !l.checkpoint.is_shard_end() && l.unreadable.is_none())
+                .map(|l| {
+                    lease_view(
+                        me,
+                        l,
+                        held.contains_key(&l.shard_id),
+                        scan,
+                        self.store.is_shared(),
+                    )
+                })
+                .collect()
+        };
         let plan = plan_takes(
             me,
             &views,
             self.settings.leases.max_leases,
             self.settings.leases.max_steals_per_scan,
         );
+        let timing = self
+            .store
+            .is_shared()
+            .then(|| LeaseTiming::from_settings(&self.settings.leases));
         for (shard, stolen) in plan
             .take
             .iter()
@@ -431,12 +448,23 @@ impl Worker {
             let Some(lease) = scan.leases.get(shard) else {
                 continue;
             };
-            match self.store.take(shard, lease.counter, me).await {
+            let sent_at = Instant::now();
+            let take = self.store.take(shard, lease.counter, me);
+            let taken = match timing {
+                Some(t) => tokio::time::timeout(t.call_timeout, take)
+                    .await
+                    .unwrap_or(Err(crate::error::StoreError::Timeout {
+                        operation: "take",
+                        after: t.call_timeout,
+                    })),
+                None => take.await,
+            };
+            match taken {
                 Ok(Some(counter)) => {
                     tracing::info!(shard = %shard, from = ?lease.owner, stolen, "lease taken");
-                    held.insert(
+                    lock(held).insert(
                         shard.clone(),
-                        HeldLease::new(self.store.clone(), shard, me, counter),
+                        HeldLease::new(self.store.clone(), shard, me, counter, sent_at, timing),
                     );
                 }
                 Ok(None) => tracing::debug!(shard = %shard, "lease taken by another worker first"),
@@ -558,6 +586,87 @@ fn is_retryable(e: &ConsumerError) -> bool {
     }
 }
 
+/// The leases this process holds, shared by the worker's loop and its renewer.
+type Held = Arc<std::sync::Mutex<HashMap<String, Arc<HeldLease>>>>;
+
+fn lock(held: &Held) -> std::sync::MutexGuard<'_, HashMap<String, Arc<HeldLease>>> {
+    // Nothing panics while holding it; a poisoned map is still consistent.
+    held.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How the balancer sees lease `l` from worker `me`, which holds it or not.
+///
+/// A lease recorded as `me`'s own that this process does not hold belongs to an earlier run under the
+/// same id: in an embedded store (one process) it is free at once; in a shared table it is free once
+/// expired, and until then counts as another worker's (so `me` does not count it as its share).
+fn lease_view(me: &str, l: &Lease, mine: bool, scan: &Scan, shared: bool) -> LeaseView {
+    if mine {
+        return LeaseView {
+            shard: l.shard_id.clone(),
+            owner: Some(me.to_owned()),
+            available: false,
+        };
+    }
+    let expired = scan.expired.contains(&l.shard_id);
+    match l.owner.as_deref() {
+        Some(o) if o == me => {
+            let free = !shared || expired;
+            LeaseView {
+                shard: l.shard_id.clone(),
+                owner: (!free).then(|| format!("{me} (an earlier run)")),
+                available: free,
+            }
+        }
+        owner => LeaseView {
+            shard: l.shard_id.clone(),
+            owner: owner.map(str::to_owned),
+            available: expired,
+        },
+    }
+}
+
+/// Renews every held lease each `interval`, and marks leases that could not be confirmed in time as
+/// lost the moment they pass their deadline (which stops their shards); runs until `stop`.
+async fn renew_loop(held: Held, interval: Duration, stop: CancellationToken) {
+    let mut next = Instant::now() + interval;
+    loop {
+        let leases: Vec<Arc<HeldLease>> = lock(&held)
+            .values()
+            .filter(|h| !h.is_lost())
+            .cloned()
+            .collect();
+        let wake = leases
+            .iter()
+            .filter_map(|h| h.start_by())
+            .min()
+            .map_or(next, |d| d.min(next));
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep_until(wake) => {}
+        }
+        for h in &leases {
+            // Marks a lease past its deadline as lost (and fires its token).
+            let _ = h.is_lost();
+        }
+        if Instant::now() < next {
+            continue;
+        }
+        next = Instant::now() + interval;
+        let renewals = leases
+            .iter()
+            .filter(|h| !h.is_lost())
+            .map(|h| async move { (h.shard().to_owned(), h.renew().await) });
+        for (shard, renewed) in futures::future::join_all(renewals).await {
+            match renewed {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(shard = %shard, error = %e, "lease renewal failed; will retry")
+                }
+            }
+        }
+    }
+}
+
 /// Sleeps `d` unless cancelled first; `true` if cancelled.
 async fn wait(cancel: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
@@ -608,25 +717,32 @@ impl ShardTask {
             cancel: &self.cancel,
             metrics: &self.metrics,
         };
-        let outcome = match &self.consumer_arn {
-            None => {
-                let reader = ShardReader {
-                    ctx,
-                    requests: &self.requests,
-                };
-                reader
-                    .run(&self.checkpoint, processor.as_mut(), &checkpointer)
-                    .await
+        let read = async {
+            match &self.consumer_arn {
+                None => {
+                    let reader = ShardReader {
+                        ctx,
+                        requests: &self.requests,
+                    };
+                    reader
+                        .run(&self.checkpoint, processor.as_mut(), &checkpointer)
+                        .await
+                }
+                Some(arn) => {
+                    let reader = crate::fanout::FanOutReader {
+                        ctx,
+                        consumer_arn: arn,
+                    };
+                    // Boxed: the fan-out reader's future (SDK event stream included) is several KB,
+                    // and inline it would be part of every polling shard's task too.
+                    Box::pin(reader.run(&self.checkpoint, processor.as_mut(), &checkpointer)).await
+                }
             }
-            Some(arn) => {
-                let reader = crate::fanout::FanOutReader {
-                    ctx,
-                    consumer_arn: arn,
-                };
-                // Boxed: the fan-out reader's future (SDK event stream included) is several KB, and
-                // inline it would be part of every polling shard's task too.
-                Box::pin(reader.run(&self.checkpoint, processor.as_mut(), &checkpointer)).await
-            }
+        };
+        // A lost lease (taken, or expired here) stops reading and handing records on at once.
+        let outcome = tokio::select! {
+            outcome = read => outcome,
+            () = self.lease.lost_token().cancelled() => Ok(ReadOutcome::Cancelled),
         };
         let lease_lost = || self.abandon.load(Ordering::SeqCst) || self.lease.is_lost();
         // A lost lease comes first: a shard read to its end by a worker that no longer holds it must
@@ -658,7 +774,6 @@ impl ShardTask {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lease::HeldLease;
 
     #[test]
     fn worker_ids_are_unique_per_call() {
@@ -666,6 +781,37 @@ mod tests {
             LeaseSettings::default_worker_id(),
             LeaseSettings::default_worker_id()
         );
-        let _ = HeldLease::new;
+    }
+
+    fn scan_of(leases: &[Lease], expired: &[&str]) -> Scan {
+        Scan {
+            leases: leases
+                .iter()
+                .map(|l| (l.shard_id.clone(), l.clone()))
+                .collect(),
+            expired: expired.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_lease_of_an_earlier_run_under_the_same_id_is_taken_back() {
+        let mut l = Lease::new("s", Checkpoint::TrimHorizon, vec![], None);
+        l.owner = Some("pod-0".into());
+        // Embedded store: free at once.
+        let v = lease_view("pod-0", &l, false, &scan_of(&[l.clone()], &[]), false);
+        assert!(v.available && v.owner.is_none());
+        // Shared table, not yet expired: another worker's for now (not counted as mine).
+        let v = lease_view("pod-0", &l, false, &scan_of(&[l.clone()], &[]), true);
+        assert!(!v.available);
+        assert_ne!(v.owner.as_deref(), Some("pod-0"));
+        let plan = plan_takes("pod-0", &[v], None, 1);
+        assert!(plan.take.is_empty());
+        // Shared table, expired: free.
+        let v = lease_view("pod-0", &l, false, &scan_of(&[l.clone()], &["s"]), true);
+        assert!(v.available);
+        assert_eq!(
+            plan_takes("pod-0", &[v], None, 1).take,
+            vec!["s".to_string()]
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::record::{Position, Record, ShardId};
+use crate::record::{ItemPosition, Record, ShardId};
 
 /// The record an item was made from, plus the pipeline's bookkeeping for it.
 #[derive(Debug)]
@@ -37,39 +37,59 @@ pub struct Envelope<I> {
     pub item: I,
     /// The record it was made from (shared by every item of that record).
     pub origin: Arc<Origin>,
+    /// The item's index among the items the transformer made of its record (0 for the first or only
+    /// one); with the record's position it is the item's identity ([`ItemPosition`]).
+    pub index: u32,
 }
 
 impl<I> Envelope<I> {
-    /// An envelope for `item` made from the record of `origin`.
+    /// An envelope for `item`, the first (or only) item made from the record of `origin`.
     pub fn new(item: I, origin: Arc<Origin>) -> Self {
-        Self { item, origin }
+        Self::with_index(item, origin, 0)
+    }
+
+    /// An envelope for `item`, the item `index` made from the record of `origin`.
+    pub fn with_index(item: I, origin: Arc<Origin>, index: u32) -> Self {
+        Self {
+            item,
+            origin,
+            index,
+        }
     }
 
     /// The record this item was made from.
     pub fn record(&self) -> &Record {
         &self.origin.record
     }
+
+    /// The item's identity in its shard: its record's position and its index.
+    pub fn item_position(&self) -> ItemPosition {
+        ItemPosition::new(self.origin.record.position.clone(), self.index)
+    }
 }
 
-/// The sequence range of one shard's items inside a batch.
+/// The range of one shard's items inside a batch. Ranges are of items, not records: when a record's
+/// items are split over two batches, each batch's range names the item indices it holds, so no two
+/// batches of a shard ever have the same range.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardRange {
     /// The shard.
     pub shard: ShardId,
-    /// Position of the first item of this shard in the batch.
-    pub first: Position,
-    /// Position of the last item of this shard in the batch.
-    pub last: Position,
+    /// The first item of this shard in the batch.
+    pub first: ItemPosition,
+    /// The last item of this shard in the batch.
+    pub last: ItemPosition,
     /// How many items of this shard the batch holds.
     pub items: usize,
 }
 
 impl ShardRange {
-    /// The ranges of records (in shard order per shard), one per shard in order of first appearance.
-    pub fn collect<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<ShardRange> {
+    /// The ranges of items (in shard order per shard), one per shard in order of first appearance.
+    pub fn collect<'a, I: 'a>(items: impl Iterator<Item = &'a Envelope<I>>) -> Vec<ShardRange> {
         let mut shards: Vec<ShardRange> = Vec::new();
         let mut last_hit = 0usize;
-        for rec in records {
+        for env in items {
+            let rec = env.record();
             let idx = if shards
                 .get(last_hit)
                 .is_some_and(|r| r.shard == rec.shard_id)
@@ -81,15 +101,16 @@ impl ShardRange {
             match idx {
                 Some(i) => {
                     let r = &mut shards[i];
-                    r.last = rec.position.clone();
+                    r.last = env.item_position();
                     r.items += 1;
                     last_hit = i;
                 }
                 None => {
+                    let at = env.item_position();
                     shards.push(ShardRange {
                         shard: rec.shard_id.clone(),
-                        first: rec.position.clone(),
-                        last: rec.position.clone(),
+                        first: at.clone(),
+                        last: at,
                         items: 1,
                     });
                     last_hit = shards.len() - 1;
@@ -129,7 +150,7 @@ impl<I> Batch<I> {
             .first()
             .map(|e| e.record().stream.clone())
             .unwrap_or_else(|| Arc::from(""));
-        let shards = ShardRange::collect(items.iter().map(Envelope::record));
+        let shards = ShardRange::collect(items.iter());
         Self {
             context: BatchContext {
                 pipeline,

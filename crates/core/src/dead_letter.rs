@@ -14,6 +14,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::batch::Envelope;
 use crate::record::{Position, Record, SequenceNumber};
 
 /// Which stage gave up on the record.
@@ -43,6 +44,10 @@ pub struct DeadLetterEntry {
     pub sequence: SequenceNumber,
     /// The record's KPL sub-sequence number (0 for plain records).
     pub sub_sequence: u64,
+    /// For a failed item (emit stage), its index among the items the transformer made of the record:
+    /// a replay through the pipeline delivers only that item. Absent when the whole record failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
     /// The record's partition key.
     pub partition_key: String,
     /// When Kinesis accepted the record, if known.
@@ -70,10 +75,24 @@ impl DeadLetterEntry {
             shard: record.shard_id.to_string(),
             sequence: record.position.sequence.clone(),
             sub_sequence: record.position.sub_sequence,
+            item: None,
             partition_key: record.partition_key.to_string(),
             arrival: record.approximate_arrival,
             failed_at: Utc::now(),
             data: record.data.clone(),
+        }
+    }
+
+    /// An entry for one item of a record (`stage` is where it failed).
+    pub fn for_item<I>(
+        pipeline: &str,
+        item: &Envelope<I>,
+        stage: FailedStage,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            item: Some(item.index),
+            ..Self::new(pipeline, item.record(), stage, reason)
         }
     }
 

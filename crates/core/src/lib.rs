@@ -50,10 +50,10 @@ pub use metrics::{
 };
 pub use pipeline::{
     BufferFactory, DEFAULT_INTAKE_CAPACITY, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_MAX_QUEUED_BATCHES, Pipeline, PipelineHandle, PipelineSettings, RunningPipeline,
+    DEFAULT_MAX_QUEUED_BATCHES, Fence, Pipeline, PipelineHandle, PipelineSettings, RunningPipeline,
     ShardCheckpointer,
 };
-pub use record::{InvalidSequenceNumber, Position, Record, SequenceNumber, ShardId};
+pub use record::{InvalidSequenceNumber, ItemPosition, Position, Record, SequenceNumber, ShardId};
 pub use retry::RetryPolicy;
 pub use stage::{Filter, FilterFn, TransformError, TransformFn, Transformer};
 pub use tracker::ShardTracker;

@@ -122,6 +122,48 @@ impl fmt::Display for Position {
     }
 }
 
+/// An item's place in its shard: the position of the record it was made from, and its index among the
+/// items the transformer made of that record (0 for the first or only item). Items order by record
+/// position, then index, so the items of one record that a batch boundary splits still have distinct,
+/// ordered identities.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ItemPosition {
+    /// The position of the record the item was made from.
+    pub position: Position,
+    /// The item's index among the items its record made (before filtering).
+    #[serde(default)]
+    pub index: u32,
+}
+
+impl ItemPosition {
+    /// The item `index` of the record at `position`.
+    pub fn new(position: Position, index: u32) -> Self {
+        Self { position, index }
+    }
+
+    /// The record's sequence number.
+    pub fn sequence(&self) -> &SequenceNumber {
+        &self.position.sequence
+    }
+}
+
+impl fmt::Debug for ItemPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for ItemPosition {
+    /// `SEQUENCE[/SUB][#INDEX]`: the record's position, then the item index when it is not 0.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.index == 0 {
+            write!(f, "{}", self.position)
+        } else {
+            write!(f, "{}#{}", self.position, self.index)
+        }
+    }
+}
+
 /// One data record read from a shard.
 #[derive(Clone, Debug)]
 pub struct Record {
@@ -175,6 +217,16 @@ mod tests {
         for bad in ["", "01", "12a", "-1", " 1"] {
             assert!(SequenceNumber::new(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn item_positions_order_by_record_then_index() {
+        let a = ItemPosition::new(Position::new(seq("100"), 0), 7);
+        let b = ItemPosition::new(Position::new(seq("100"), 1), 0);
+        let c = ItemPosition::new(Position::new(seq("100"), 1), 2);
+        assert!(a < b && b < c);
+        assert_eq!(c.to_string(), "100/1#2");
+        assert_eq!(b.to_string(), "100/1");
     }
 
     #[test]

@@ -362,7 +362,7 @@ impl Emitter<Item> for DynamoDbEmitter {
         let mut failures: Vec<ItemFailure> = Vec::new();
         let mut writes = Vec::with_capacity(batch.len());
         for (i, env) in batch.items.iter().enumerate() {
-            match self.mapper.map(&env.item, env.record()) {
+            match self.mapper.map(&env.item, env.record(), env.index) {
                 Ok(w) => writes.push((i, w)),
                 Err(reason) => failures.push(ItemFailure::permanent(i, reason)),
             }

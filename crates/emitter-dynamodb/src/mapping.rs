@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use kinesis_connectors_core::{Item, Position, Record};
+use kinesis_connectors_core::{Item, ItemPosition, Record};
 use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -51,13 +51,22 @@ pub(crate) struct Write {
 ///
 /// Kinesis sequence numbers are decimals of up to 129 digits (56 in practice): more than a DynamoDB
 /// number holds (38 significant digits), so they are stored as strings, which DynamoDB compares byte by
-/// byte. The form is `LLL:SEQUENCE:SUBSEQUENCE` — the sequence's digit count zero-padded to 3 digits,
-/// the sequence (no leading zeros), and the KPL sub-sequence zero-padded to 20 digits — so a longer
-/// (larger) sequence sorts after a shorter one, and equal lengths compare digit by digit. A 56-digit
-/// sequence takes 81 bytes, where zero-padding to 129 digits would take 151.
-pub fn encode_position(position: &Position) -> String {
-    let seq = position.sequence.as_str();
-    format!("{:03}:{seq}:{:020}", seq.len(), position.sub_sequence)
+/// byte. The form is `LLL:SEQUENCE:SUBSEQUENCE:ITEM` — the sequence's digit count zero-padded to 3
+/// digits, the sequence (no leading zeros), the KPL sub-sequence zero-padded to 20 digits and the
+/// item's index within its record zero-padded to 10 — so a longer (larger) sequence sorts after a
+/// shorter one, equal lengths compare digit by digit, and of two items of one record the later one
+/// wins. A 56-digit sequence takes 92 bytes, where zero-padding to 129 digits would take 162.
+///
+/// Values written before the item index was part of the form (`LLL:SEQUENCE:SUBSEQUENCE`) sort just
+/// before every item of the same record, so a table written by an older version keeps its order.
+pub fn encode_position(at: &ItemPosition) -> String {
+    let seq = at.position.sequence.as_str();
+    format!(
+        "{:03}:{seq}:{:020}:{:010}",
+        seq.len(),
+        at.position.sub_sequence,
+        at.index
+    )
 }
 
 /// Turns items into writes according to a [`MappingSpec`].
@@ -72,7 +81,8 @@ impl Mapper {
     }
 
     /// The write for `item` made from `record`, or why it cannot be written (a permanent failure).
-    pub(crate) fn map(&self, item: &Item, record: &Record) -> Result<Write, String> {
+    /// Maps `item`, the item `index` of `record`.
+    pub(crate) fn map(&self, item: &Item, record: &Record, index: u32) -> Result<Write, String> {
         if !item.is_json() {
             return Err(
                 "the item is not JSON: the dynamodb emitter writes JSON objects (use the json transformer)"
@@ -123,7 +133,7 @@ impl Mapper {
             key.insert(k.attribute.clone(), value);
         }
 
-        let sequence = encode_position(&record.position);
+        let sequence = encode_position(&ItemPosition::new(record.position.clone(), index));
         let op = if delete && spec.tombstone_attribute.is_none() {
             Op::Delete
         } else {
@@ -464,8 +474,8 @@ mod tests {
     use super::*;
     use crate::config::{DeleteSpec, DynamoDbConfig, TtlSpec};
     use bytes::Bytes;
-    use kinesis_connectors_core::FieldPath;
     use kinesis_connectors_core::testing::{record, sequence};
+    use kinesis_connectors_core::{FieldPath, Position};
     use std::time::Duration;
 
     fn item(text: &str) -> Item {
@@ -477,7 +487,7 @@ mod tests {
     }
 
     fn map(spec: &MappingSpec, text: &str) -> Result<Write, String> {
-        Mapper::new(spec.clone()).map(&item(text), &record("shardId-0", 7, b""))
+        Mapper::new(spec.clone()).map(&item(text), &record("shardId-0", 7, b""), 0)
     }
 
     fn put(w: &Write) -> &HashMap<String, AttributeValue> {
@@ -562,7 +572,7 @@ mod tests {
             assert!(e.contains(words), "{doc}: {e}");
         }
         let raw = Item::raw(Bytes::from_static(b"{\"id\":\"a\"}"));
-        let e = Mapper::new(s).map(&raw, &record("s", 1, b"")).unwrap_err();
+        let e = Mapper::new(s).map(&raw, &record("s", 1, b""), 0).unwrap_err();
         assert!(e.contains("not JSON"), "{e}");
 
         let mut n = spec();
@@ -641,7 +651,10 @@ mod tests {
         );
         assert_eq!(
             m["seq"],
-            AttributeValue::S(encode_position(&Position::new(sequence(7), 0)))
+            AttributeValue::S(encode_position(&ItemPosition::new(
+                Position::new(sequence(7), 0),
+                0
+            )))
         );
 
         s.tombstone_attribute = Some("deleted".into());
@@ -701,11 +714,23 @@ mod tests {
             p("0", 0),
         ];
         positions.sort();
-        let encoded: Vec<String> = positions.iter().map(encode_position).collect();
+        let items: Vec<ItemPosition> = positions
+            .iter()
+            .flat_map(|p| [0, 1, 10, u32::MAX].map(|i| ItemPosition::new(p.clone(), i)))
+            .collect();
+        let encoded: Vec<String> = items.iter().map(encode_position).collect();
         let mut sorted = encoded.clone();
         sorted.sort();
         assert_eq!(encoded, sorted);
-        assert_eq!(encode_position(&p("42", 1)), "002:42:00000000000000000001");
+        assert_eq!(
+            encode_position(&ItemPosition::new(p("42", 1), 3)),
+            "002:42:00000000000000000001:0000000003"
+        );
+        // A value written before the item index was part of the form sorts before every item of its
+        // record and after every earlier record.
+        let old = "002:42:00000000000000000001";
+        assert!(old < encode_position(&ItemPosition::new(p("42", 1), 0)).as_str());
+        assert!(old > encode_position(&ItemPosition::new(p("42", 0), u32::MAX)).as_str());
     }
 
     #[test]

@@ -107,9 +107,9 @@ impl Action {
 /// Where a document's `_id` comes from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum DocumentId {
-    /// `{shard}-{sequence}-{subsequence}` of the item's record: redelivery overwrites. Needs one item
-    /// per record (the `json` and `raw` transformers make one); a second item of the same record in a
-    /// batch is rejected rather than silently overwriting the first.
+    /// `{shard}-{sequence}-{subsequence}` of the item's record, and `-{index}` for the second and later
+    /// items a transformer made of one record: redelivery overwrites, and the items of one record are
+    /// documents of their own.
     #[default]
     Deterministic,
     /// The value of a field of the item (string or number).

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::Utc;
@@ -143,10 +142,8 @@ pub(crate) fn plan(batch: &Batch<Item>, o: &ElasticsearchOptions) -> Plan {
     let mut id = String::new();
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
-    let mut previous: Option<&Envelope<Item>> = None;
     for (i, env) in batch.items.iter().enumerate() {
-        let prior = previous.replace(env);
-        let action = match describe(env, prior, o, &mut index, &mut id) {
+        let action = match describe(env, o, &mut index, &mut id) {
             Ok(a) => a,
             Err(reason) => {
                 b.plan.rejected.push(ItemFailure::permanent(i, reason));
@@ -191,7 +188,6 @@ pub(crate) fn plan(batch: &Batch<Item>, o: &ElasticsearchOptions) -> Plan {
 /// Works out an item's action, index name and id (`id` left empty for none).
 fn describe(
     env: &Envelope<Item>,
-    prior: Option<&Envelope<Item>>,
     o: &ElasticsearchOptions,
     index: &mut String,
     id: &mut String,
@@ -225,19 +221,17 @@ fn describe(
     id.clear();
     match &o.document_id {
         DocumentId::Deterministic => {
-            if prior.is_some_and(|p| Arc::ptr_eq(&p.origin, &env.origin)) {
-                return Err(
-                    "a second item of the same record: deterministic ids need one item per \
-                     record; use document_id = \"field\""
-                        .into(),
-                );
-            }
             let r = env.record();
             let _ = write!(
                 id,
                 "{}-{}-{}",
                 r.shard_id, r.position.sequence, r.position.sub_sequence
             );
+            // The second and later items of one record: their index keeps the ids apart (the first
+            // item's id is the record's, as for single-item records).
+            if env.index > 0 {
+                let _ = write!(id, "-{}", env.index);
+            }
         }
         DocumentId::Field(path) => match item.field(path) {
             Some(Value::String(s)) if !s.is_empty() => id.push_str(&s),
@@ -415,7 +409,7 @@ mod tests {
                 Envelope::new(item, Origin::new(rec))
             })
             .collect();
-        Batch::new(Arc::from("p"), items, 0)
+        Batch::new(std::sync::Arc::from("p"), items, 0)
     }
 
     fn options(index: &str) -> ElasticsearchOptions {
@@ -570,18 +564,25 @@ mod tests {
     #[test]
     fn rejected_before_sending() {
         let mut b = batch(&[r#"{"a":1}"#, "not json", r#"{"a":2}"#]);
-        // A second item of the same record, with deterministic ids.
+        // A second item of the same record, with deterministic ids: a document of its own.
         let origin = b.items[2].origin.clone();
-        b.items.push(Envelope::new(
+        b.items.push(Envelope::with_index(
             Item::parse_json(Bytes::from_static(b"{}")).unwrap(),
             origin,
+            1,
         ));
         let p = plan(&b, &options("i"));
         let rejected: Vec<usize> = p.rejected.iter().map(|f| f.index).collect();
-        assert_eq!(rejected, vec![1, 3]);
+        assert_eq!(rejected, vec![1]);
         assert!(p.rejected[0].reason.contains("not a JSON document"));
-        assert!(p.rejected[1].reason.contains("one item per record"));
-        assert_eq!(p.chunks[0].items, vec![0, 2]);
+        assert_eq!(p.chunks[0].items, vec![0, 2, 3]);
+        let ids: Vec<String> = lines(&p.chunks[0])
+            .iter()
+            .step_by(2)
+            .map(|l| l["index"]["_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids[2], format!("{}-1", ids[1]), "{ids:?}");
+        assert!(p.same_document.is_empty());
 
         let mut o = options("i-{yyyy}");
         o.index_date_field = FieldPath::parse("ts");

@@ -135,7 +135,7 @@ impl S3Writer {
         let (content_type, content_encoding) = content_headers(o.format, o.compression);
         let mut result = BatchWrite::default();
         for (partition, indices) in self.groups(batch) {
-            let ranges = ShardRange::collect(indices.iter().map(|&i| batch.items[i].record()));
+            let ranges = ShardRange::collect(indices.iter().map(|&i| &batch.items[i]));
             let time = batch.items[indices[0]]
                 .record()
                 .approximate_arrival

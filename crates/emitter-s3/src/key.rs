@@ -14,7 +14,7 @@
 use std::fmt::Write;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use kinesis_connectors_core::{FieldPath, Item, ShardRange};
+use kinesis_connectors_core::{FieldPath, Item, ItemPosition, ShardRange};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Part {
@@ -168,10 +168,17 @@ impl KeyTemplate {
     }
 }
 
-fn position_text(p: Option<&kinesis_connectors_core::Position>) -> String {
+/// An item's position in a key: `SEQUENCE` for the first item of a plain record, `SEQUENCE_SUB` for
+/// the first item of a KPL user record, `SEQUENCE_SUB_INDEX` for a later item of a record (so the
+/// batches a many-item record is split over get keys of their own).
+fn position_text(p: Option<&ItemPosition>) -> String {
     match p {
-        Some(p) if p.sub_sequence == 0 => p.sequence.to_string(),
-        Some(p) => format!("{}_{}", p.sequence, p.sub_sequence),
+        Some(p) if p.index > 0 => format!(
+            "{}_{}_{}",
+            p.position.sequence, p.position.sub_sequence, p.index
+        ),
+        Some(p) if p.position.sub_sequence == 0 => p.position.sequence.to_string(),
+        Some(p) => format!("{}_{}", p.position.sequence, p.position.sub_sequence),
         None => "none".into(),
     }
 }
@@ -204,14 +211,21 @@ pub fn batch_id(ranges: &[ShardRange]) -> String {
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
     };
+    let feed_at = |feed: &mut dyn FnMut(&[u8]), p: &ItemPosition| {
+        feed(p.position.sequence.as_str().as_bytes());
+        feed(&p.position.sub_sequence.to_le_bytes());
+        // Fed only when set, so the ids of batches of single-item records stay what they were.
+        if p.index > 0 {
+            feed(b"#");
+            feed(&p.index.to_le_bytes());
+        }
+    };
     for r in ranges {
         feed(r.shard.as_bytes());
         feed(b"|");
-        feed(r.first.sequence.as_str().as_bytes());
-        feed(&r.first.sub_sequence.to_le_bytes());
+        feed_at(&mut feed, &r.first);
         feed(b"|");
-        feed(r.last.sequence.as_str().as_bytes());
-        feed(&r.last.sub_sequence.to_le_bytes());
+        feed_at(&mut feed, &r.last);
         feed(b";");
     }
     format!("{h:016x}")
@@ -228,10 +242,46 @@ mod tests {
     fn range(shard: &str, a: u64, b: u64) -> ShardRange {
         ShardRange {
             shard: shard.into(),
-            first: Position::new(sequence(a), 0),
-            last: Position::new(sequence(b), 0),
+            first: ItemPosition::new(Position::new(sequence(a), 0), 0),
+            last: ItemPosition::new(Position::new(sequence(b), 0), 0),
             items: 1,
         }
+    }
+
+    #[test]
+    fn batches_of_one_many_item_record_get_keys_of_their_own() {
+        let t = KeyTemplate::parse(crate::config::DEFAULT_KEY).unwrap();
+        let at = |i| ItemPosition::new(Position::new(sequence(5), 0), i);
+        let chunk = |a, b| ShardRange {
+            shard: "shardId-000000000001".into(),
+            first: at(a),
+            last: at(b),
+            items: (b - a + 1) as usize,
+        };
+        let chunks = [chunk(0, 499), chunk(500, 999), chunk(1000, 1199)];
+        let key = |r: &ShardRange| {
+            t.render(
+                &KeyContext {
+                    prefix: "",
+                    pipeline: "p",
+                    stream: "s",
+                    time: Utc.with_ymd_and_hms(2026, 3, 7, 4, 5, 6).unwrap(),
+                    ranges: std::slice::from_ref(r),
+                    ext: ".ndjson",
+                },
+                &[],
+            )
+        };
+        let keys: std::collections::HashSet<String> = chunks.iter().map(key).collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        assert!(
+            key(&chunks[1]).ends_with(&format!("-{s}_0_500-{s}_0_999.ndjson", s = sequence(5)))
+        );
+        let ids: std::collections::HashSet<String> = chunks
+            .iter()
+            .map(|r| batch_id(std::slice::from_ref(r)))
+            .collect();
+        assert_eq!(ids.len(), 3);
     }
 
     #[test]

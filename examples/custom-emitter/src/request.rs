@@ -8,7 +8,7 @@
 //! ```
 //!
 //! `batch_id` (also sent as the `Idempotency-Key` header) depends only on the records in the request:
-//! the pipeline, the first record's shard and the positions of the first and last record. A request
+//! the pipeline, the first record's shard and the positions of the first and last item. A request
 //! redelivered after a crash or retried carries the same id, so a receiver can drop duplicates.
 
 use kinesis_connectors_core::stages::LineFormat;
@@ -51,10 +51,15 @@ fn render(format: LineFormat, entry: &Envelope<Item>) -> Result<Vec<u8>, String>
     Ok(out)
 }
 
-/// The id of a request holding `entries` (a non-empty slice, in batch order).
+/// The id of a request holding `entries` (a non-empty slice, in batch order): item positions, so the
+/// requests a many-item record is split over have ids of their own.
 fn batch_id(pipeline: &str, first: &Envelope<Item>, last: &Envelope<Item>) -> String {
-    let (a, b) = (first.record(), last.record());
-    format!("{pipeline}:{}:{}:{}", a.shard_id, a.position, b.position)
+    let shard = &first.record().shard_id;
+    format!(
+        "{pipeline}:{shard}:{}:{}",
+        first.item_position(),
+        last.item_position()
+    )
 }
 
 fn body(batch: &Batch<Item>, batch_id: &str, items: &[Vec<u8>]) -> Vec<u8> {

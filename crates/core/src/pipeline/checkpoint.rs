@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 
 use crate::error::{CheckpointError, PipelineError};
 use crate::metrics::PipelineMetrics;
@@ -21,6 +22,32 @@ use crate::retry::RetryPolicy;
 pub trait ShardCheckpointer: Send + Sync {
     /// Durably records that everything up to and including `position` is delivered.
     async fn checkpoint(&self, position: &Position) -> Result<(), CheckpointError>;
+
+    /// How long this process may still deliver the shard's records; `None` when nothing limits it (a
+    /// store only this process uses). A lease store whose lease was last confirmed at `t` knows that no
+    /// other worker may take the shard before `t + failover time`; it answers a fence inside that
+    /// window, and the runner starts no emit of the shard's items after [`Fence::start_by`] and gives
+    /// up on one still running at [`Fence::stop_by`].
+    fn fence(&self) -> Option<Fence> {
+        None
+    }
+}
+
+/// Until when a process may deliver a shard's records; see [`ShardCheckpointer::fence`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// No emit attempt of the shard's items starts at or after this instant.
+    pub start_by: Instant,
+    /// An emit attempt still running at this instant is given up (its items are not acknowledged):
+    /// from then on another worker may hold the shard.
+    pub stop_by: Instant,
+}
+
+impl Fence {
+    /// Whether an emit attempt may start at `now`.
+    pub fn allows_start(&self, now: Instant) -> bool {
+        now < self.start_by
+    }
 }
 
 type Reply = oneshot::Sender<Result<Option<Position>, PipelineError>>;

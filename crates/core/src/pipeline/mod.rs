@@ -27,7 +27,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use checkpoint::ShardCheckpointer;
+pub use checkpoint::{Fence, ShardCheckpointer};
 
 use crate::buffer::{Buffer, BufferLimits, MemoryBuffer};
 use crate::dead_letter::DeadLetter;

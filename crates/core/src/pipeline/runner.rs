@@ -8,7 +8,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::checkpoint::{CheckpointQueue, ShardCheckpointer};
-use super::deliver::{Ack, Deliverer, acks_for};
+use super::deliver::{Ack, Deliverer, Owners};
 use super::{BufferFactory, Command, Pipeline, PipelineSettings};
 use crate::batch::{Envelope, Origin};
 use crate::buffer::Buffer;
@@ -35,10 +35,17 @@ struct Lane<I> {
     scheduled: bool,
 }
 
+/// What a finished job was.
+enum JobKind {
+    /// An emit job of this lane.
+    Emit(ShardId),
+    /// A dead-letter job for records the transformer rejected, holding this many bytes of data.
+    DeadLetter { bytes: usize },
+}
+
 struct JobDone {
-    lane: Option<ShardId>,
-    acks: Vec<Ack>,
-    result: Result<(), PipelineError>,
+    kind: JobKind,
+    result: Result<Vec<Ack>, PipelineError>,
 }
 
 /// The lane key shared by all shards when batching across shards (no shard id is empty).
@@ -65,7 +72,13 @@ pub(crate) struct Runner<I> {
     in_flight: usize,
     queued_batches: usize,
     buffered_bytes: usize,
+    /// Entries of records the transformer rejected, waiting for the dead-letter job.
     dead_pending: Vec<(DeadLetterEntry, Ack)>,
+    /// Data bytes of `dead_pending` and of the dead-letter job in flight: they count against
+    /// `max_buffered_bytes` like buffered items, so a slow dead-letter target stops intake.
+    dead_bytes: usize,
+    /// Whether a dead-letter job is running (one at a time).
+    dead_in_flight: bool,
     checkpoints: Arc<CheckpointQueue>,
     writer: Option<JoinHandle<()>>,
     scratch: Vec<I>,
@@ -106,6 +119,8 @@ impl<I: EmittedSize + Send + Sync + 'static> Runner<I> {
             queued_batches: 0,
             buffered_bytes: 0,
             dead_pending: Vec::new(),
+            dead_bytes: 0,
+            dead_in_flight: false,
             checkpoints,
             writer: Some(writer),
             scratch: Vec::new(),
@@ -142,7 +157,7 @@ impl<I: EmittedSize + Send + Sync + 'static> Runner<I> {
             }
             let accepting = !self.closing
                 && self.queued_batches < self.settings.max_queued_batches.max(1)
-                && self.buffered_bytes <= self.settings.max_buffered_bytes;
+                && self.buffered_bytes + self.dead_bytes <= self.settings.max_buffered_bytes;
             let deadline = self
                 .lanes
                 .values()
@@ -177,9 +192,12 @@ impl<I: EmittedSize + Send + Sync + 'static> Runner<I> {
             Command::Abandon { shard } => self.abandon(shard),
             Command::Shutdown => self.begin_close(),
         }
-        if !self.dead_pending.is_empty() {
-            self.spawn_dead_letters();
-        }
+        self.spawn_dead_letters();
+    }
+
+    /// Whether a lane still serves an open shard (the shared lane always does).
+    fn lane_in_use(&self, key: &ShardId) -> bool {
+        self.settings.batch_across_shards || self.shards.contains_key(key)
     }
 
     fn lane_key(&self, shard: &ShardId) -> ShardId {
@@ -239,16 +257,22 @@ impl<I: EmittedSize + Send + Sync + 'static> Runner<I> {
                     shard: shard.clone(),
                     ordinal,
                     count: 1,
+                    last_index: 0,
                 };
+                self.dead_bytes += entry.data.len();
                 self.dead_pending.push((entry, ack));
                 continue;
             }
             transformed += self.scratch.len() as u64;
             let mut kept = 0u32;
-            for item in self.scratch.drain(..) {
+            for (index, item) in self.scratch.drain(..).enumerate() {
                 if self.filters.iter().all(|f| f.keep(&item, rec)) {
-                    lane.buffer
-                        .push(Envelope::new(item, origin.clone()), now, closed);
+                    let index = u32::try_from(index).unwrap_or(u32::MAX);
+                    lane.buffer.push(
+                        Envelope::with_index(item, origin.clone(), index),
+                        now,
+                        closed,
+                    );
                     kept += 1;
                 } else {
                     filtered += 1;
@@ -341,47 +365,79 @@ impl<I: EmittedSize + Send + Sync + 'static> Runner<I> {
             lane.in_flight = true;
             self.queued_batches -= 1;
             self.in_flight += 1;
-            let acks = acks_for(&batch);
+            let owners = self.owners(&batch);
             let deliverer = self.deliverer.clone();
             self.jobs.spawn(async move {
-                let result = deliverer.deliver(batch).await;
+                let result = deliverer.deliver(batch, &owners).await;
                 JobDone {
-                    lane: Some(key),
-                    acks,
+                    kind: JobKind::Emit(key),
                     result,
                 }
             });
         }
     }
 
+    /// The checkpointers of the shards in `batch` (which say how long each may still be delivered).
+    fn owners(&self, batch: &[Envelope<I>]) -> Owners {
+        let mut owners: Owners = Vec::new();
+        for e in batch {
+            let shard = &e.record().shard_id;
+            if owners.last().is_some_and(|(s, _)| s == shard)
+                || owners.iter().any(|(s, _)| s == shard)
+            {
+                continue;
+            }
+            if let Some(state) = self.shards.get(shard) {
+                owners.push((shard.clone(), state.checkpointer.clone()));
+            }
+        }
+        owners
+    }
+
+    /// Starts the dead-letter job for pending entries unless one is running.
     fn spawn_dead_letters(&mut self) {
+        if self.dead_in_flight || self.dead_pending.is_empty() {
+            return;
+        }
         let (entries, acks): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.dead_pending).into_iter().unzip();
+        let bytes = entries.iter().map(|e| e.data.len()).sum();
+        self.dead_in_flight = true;
         let deliverer = self.deliverer.clone();
         self.jobs.spawn(async move {
-            let result = deliverer.dead_letter(&entries).await;
+            let result = deliverer.dead_letter(&entries).await.map(|()| acks);
             JobDone {
-                lane: None,
-                acks,
+                kind: JobKind::DeadLetter { bytes },
                 result,
             }
         });
     }
 
     fn on_done(&mut self, done: JobDone) -> Result<(), PipelineError> {
-        done.result?;
-        if let Some(key) = &done.lane {
-            self.in_flight -= 1;
-            if let Some(lane) = self.lanes.get_mut(key) {
-                lane.in_flight = false;
-                if !lane.ready.is_empty() && !lane.scheduled {
-                    lane.scheduled = true;
-                    self.schedule.push_back(key.clone());
+        let acks = done.result?;
+        match &done.kind {
+            JobKind::Emit(key) => {
+                self.in_flight -= 1;
+                let open = self.lane_in_use(key);
+                if let Some(lane) = self.lanes.get_mut(key) {
+                    lane.in_flight = false;
+                    if !lane.ready.is_empty() && !lane.scheduled {
+                        lane.scheduled = true;
+                        self.schedule.push_back(key.clone());
+                    } else if !open && lane.ready.is_empty() && lane.buffer.is_empty() {
+                        // The lane of an abandoned shard, kept only until its last job ended.
+                        self.lanes.remove(key);
+                    }
                 }
+            }
+            JobKind::DeadLetter { bytes } => {
+                self.dead_in_flight = false;
+                self.dead_bytes = self.dead_bytes.saturating_sub(*bytes);
+                self.spawn_dead_letters();
             }
         }
         let mut touched: Vec<ShardId> = Vec::new();
-        for ack in done.acks {
+        for ack in acks {
             if let Some(state) = self.shards.get_mut(&ack.shard) {
                 state.tracker.ack(ack.ordinal, ack.count);
                 if touched.last() != Some(&ack.shard) {
@@ -459,10 +515,17 @@ impl<I: EmittedSize + Send + Sync + 'static> Runner<I> {
         }
         if self.settings.batch_across_shards {
             self.drop_from_shared_lane(&shard);
-        } else if let Some(lane) = self.lanes.remove(&shard) {
-            // A batch already in flight completes; its acknowledgements are ignored (the tracker is gone).
+        } else if let Some(lane) = self.lanes.get_mut(&shard) {
             self.buffered_bytes = self.buffered_bytes.saturating_sub(lane.buffer.bytes());
+            drop(lane.buffer.take());
             self.queued_batches -= lane.ready.len();
+            lane.ready.clear();
+            // A batch already in flight completes; its acknowledgements are ignored (the tracker is
+            // gone, and a re-opened shard's ordinals continue past them). The lane stays until then,
+            // so a re-opened shard cannot have a second batch in flight beside it.
+            if !lane.in_flight {
+                self.lanes.remove(&shard);
+            }
         }
         tracing::info!(pipeline = %self.name, shard = %shard, "shard abandoned; its buffered records are dropped");
         self.publish_gauge();

@@ -18,7 +18,8 @@ pub enum LineFormat {
     #[default]
     Data,
     /// A JSON object with the record's metadata and the item: `stream`, `shard`, `sequence`,
-    /// `sub_sequence`, `partition_key`, `arrival`, and `data` (the JSON document) or `data_base64`.
+    /// `sub_sequence`, `item` (the item's index among its record's items), `partition_key`, `arrival`,
+    /// and `data` (the JSON document) or `data_base64`.
     Envelope,
 }
 
@@ -35,6 +36,7 @@ impl LineFormat {
                     "shard": &*r.shard_id,
                     "sequence": r.position.sequence.as_str(),
                     "sub_sequence": r.position.sub_sequence,
+                    "item": entry.index,
                     "partition_key": &*r.partition_key,
                     "arrival": arrival,
                 });
