@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kinesis_connectors_consumer::reader::{
-    DEFAULT_IDLE_POLL_INTERVAL, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_POLL_INTERVAL,
+    DEFAULT_IDLE_POLL_INTERVAL, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_FETCHED_BYTES,
+    DEFAULT_POLL_INTERVAL,
 };
 use kinesis_connectors_consumer::{
     DEFAULT_SHARD_SYNC_INTERVAL, InitialPosition, ReaderKind, ReaderSettings, api,
@@ -108,6 +109,7 @@ struct SourceToml {
     idle_poll_interval: Option<DurationText>,
     shard_sync_interval: Option<DurationText>,
     max_concurrent_requests: Option<i64>,
+    max_fetched_bytes: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -774,6 +776,15 @@ fn validate_source(
             ));
         }
     };
+    let max_fetched_bytes = s
+        .max_fetched_bytes
+        .map_or(DEFAULT_MAX_FETCHED_BYTES, |b| b.0 as usize);
+    if max_fetched_bytes < 1024 * 1024 {
+        return Err(at(
+            "source.max_fetched_bytes",
+            "must be at least 1MiB (a GetRecords page may hold up to 10 MiB; a smaller budget only waits for the whole of it)",
+        ));
+    }
     Ok(SourceSpec {
         stream: s.stream,
         region,
@@ -784,6 +795,7 @@ fn validate_source(
             poll_interval,
             idle_poll_interval,
             max_concurrent_requests,
+            max_fetched_bytes,
             ..ReaderSettings::default()
         },
         shard_sync_interval,

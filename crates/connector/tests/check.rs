@@ -32,6 +32,16 @@ fn check(text: &str) -> (i32, String, String) {
 /// (what is wrong, the configuration, text the error must contain)
 const MALFORMED: &[(&str, &str, &[&str])] = &[
     (
+        "a duration too long for any clock (it panicked at run time)",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nbuffer = { max_age = \"300000000000y\" }\nemitter = { type = \"null\" }",
+        &["pipeline \"p\"", "buffer.max_age", "longer than a year"],
+    ),
+    (
+        "a duration too long in the lease settings",
+        "[pipelines.p]\nsource = { stream = \"s\" }\ncheckpoint = { type = \"dynamodb\", table = \"t\", failover_time = \"9999999d\" }\nemitter = { type = \"null\" }",
+        &["pipeline \"p\"", "failover_time", "longer than a year"],
+    ),
+    (
         "unknown top-level key",
         "bogus = 1\n[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"null\" }",
         &["key \"bogus\"", "unknown field"],

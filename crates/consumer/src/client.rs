@@ -237,17 +237,24 @@ impl StreamClient {
         entries: Vec<PutEntry>,
     ) -> Result<Vec<PutResult>, KinesisError> {
         let mut results: Vec<Option<PutResult>> = vec![None; entries.len()];
+        // Every entry is checked before anything is put: a refusal must not leave earlier chunks put
+        // (a caller that retries would put them again).
+        if let Some((i, size)) = entries
+            .iter()
+            .map(|e| e.data.len() + e.partition_key.len())
+            .enumerate()
+            .find(|(_, size)| *size > MAX_RECORD_BYTES)
+        {
+            return Err(KinesisError::Permanent {
+                operation: "PutRecords",
+                code: "InvalidArgumentException".into(),
+                message: format!("entry {i} is {size} bytes, over the 1 MiB record limit"),
+            });
+        }
         let mut chunk: Vec<usize> = Vec::new();
         let mut chunk_bytes = 0usize;
         for (i, e) in entries.iter().enumerate() {
             let size = e.data.len() + e.partition_key.len();
-            if size > MAX_RECORD_BYTES {
-                return Err(KinesisError::Permanent {
-                    operation: "PutRecords",
-                    code: "InvalidArgumentException".into(),
-                    message: format!("entry {i} is {size} bytes, over the 1 MiB record limit"),
-                });
-            }
             if !chunk.is_empty()
                 && (chunk.len() == PUT_RECORDS_MAX_ENTRIES
                     || chunk_bytes + size > PUT_RECORDS_MAX_BYTES)

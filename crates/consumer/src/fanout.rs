@@ -245,6 +245,10 @@ impl FanOutReader<'_> {
             *last_read = Some(last);
         }
         if !records.is_empty() {
+            let _held = tokio::select! {
+                held = self.ctx.budget.hold(crate::reader::page_bytes(&records)) => held,
+                () = self.ctx.cancel.cancelled() => return Ok(Step::Done(ReadOutcome::Cancelled)),
+            };
             let input = ProcessRecordsInput {
                 records,
                 millis_behind_latest: Some(event.millis_behind_latest),

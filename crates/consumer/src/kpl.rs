@@ -12,19 +12,32 @@
 //! is outside the shard's hash-key range is discarded: it can only be there because the KPL aggregated
 //! against a stale shard map, and the KPL re-sends such records to the shard that owns them.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 /// The four bytes that open a KPL aggregated record.
 pub const KPL_MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 const MD5_LEN: usize = 16;
+/// Longest partition key Kinesis accepts, in characters (`PutRecord`: 1 to 256 Unicode characters).
+pub const MAX_PARTITION_KEY_CHARS: usize = 256;
+/// Longest explicit hash key: a decimal below 2^128 has at most 39 digits.
+const MAX_HASH_KEY_DIGITS: usize = 39;
+/// Fewest bytes one user record takes in an aggregate (its field tag and length, a one-byte partition
+/// key index, an empty data field): the number of user records is bounded by the aggregate's size.
+const MIN_USER_RECORD_BYTES: usize = 6;
 
 /// One user record of an aggregate.
+///
+/// What an aggregate expands to is bounded by its size: at most one user record per
+/// `MIN_USER_RECORD_BYTES` bytes of it, each a fixed-size value that shares its partition key with
+/// every other record using the same key-table entry and slices its data out of the aggregate's bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserRecord {
-    /// Its partition key.
-    pub partition_key: String,
-    /// Its explicit hash key (decimal), if the producer set one.
-    pub explicit_hash_key: Option<String>,
+    /// Its partition key (shared with the aggregate's key table).
+    pub partition_key: Arc<str>,
+    /// Its explicit hash key, if the producer set one.
+    pub explicit_hash_key: Option<u128>,
     /// Its data (a slice of the aggregate's bytes, no copy).
     pub data: Bytes,
 }
@@ -33,8 +46,6 @@ impl UserRecord {
     /// The 128-bit hash key that places the record on a shard.
     pub fn hash_key(&self) -> u128 {
         self.explicit_hash_key
-            .as_deref()
-            .and_then(|h| h.parse::<u128>().ok())
             .unwrap_or_else(|| partition_key_hash(&self.partition_key))
     }
 }
@@ -51,7 +62,8 @@ pub enum NotAggregate {
     Plain,
     /// The MD5 trailer does not match: treated as a plain record.
     BadChecksum,
-    /// The protobuf does not parse: treated as a plain record.
+    /// The protobuf does not parse, or breaks a Kinesis limit (a partition key over 256 characters,
+    /// an explicit hash key that is not a decimal below 2^128): treated as a plain record.
     Malformed(String),
 }
 
@@ -127,20 +139,43 @@ impl<'a> Wire<'a> {
     }
 }
 
-fn string(buf: &[u8], (s, e): (usize, usize)) -> Result<String, String> {
-    String::from_utf8(buf[s..e].to_vec()).map_err(|_| "key is not UTF-8".to_string())
+fn partition_key(buf: &[u8], (s, e): (usize, usize)) -> Result<Arc<str>, String> {
+    let text = std::str::from_utf8(&buf[s..e]).map_err(|_| "partition key is not UTF-8")?;
+    // Cheap first: more bytes than 4 per character allows cannot be 256 characters.
+    if text.len() > 4 * MAX_PARTITION_KEY_CHARS || text.chars().count() > MAX_PARTITION_KEY_CHARS {
+        return Err(format!(
+            "a partition key of {} bytes, over Kinesis's {MAX_PARTITION_KEY_CHARS} characters",
+            text.len()
+        ));
+    }
+    Ok(Arc::from(text))
+}
+
+fn hash_key(buf: &[u8], (s, e): (usize, usize)) -> Result<u128, String> {
+    let digits = &buf[s..e];
+    if digits.is_empty()
+        || digits.len() > MAX_HASH_KEY_DIGITS
+        || !digits.iter().all(u8::is_ascii_digit)
+    {
+        return Err("an explicit hash key that is not a decimal below 2^128".into());
+    }
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse::<u128>().ok())
+        .ok_or_else(|| "an explicit hash key that is not a decimal below 2^128".into())
 }
 
 fn parse_aggregate(body: &Bytes) -> Result<Vec<UserRecord>, String> {
-    let mut keys = Vec::new();
-    let mut hash_keys = Vec::new();
+    let mut keys: Vec<Arc<str>> = Vec::new();
+    let mut hash_keys: Vec<u128> = Vec::new();
+    // (partition key index, explicit hash key index, data bounds)
     let mut raw_records: Vec<(u64, Option<u64>, (usize, usize))> = Vec::new();
     let mut w = Wire::new(body);
     while !w.done() {
         let key = w.varint()?;
         match (key >> 3, key & 7) {
-            (1, 2) => keys.push(string(body, w.bytes()?)?),
-            (2, 2) => hash_keys.push(string(body, w.bytes()?)?),
+            (1, 2) => keys.push(partition_key(body, w.bytes()?)?),
+            (2, 2) => hash_keys.push(hash_key(body, w.bytes()?)?),
             (3, 2) => {
                 let (s, e) = w.bytes()?;
                 let mut r = Wire::new(&body[s..e]);
@@ -166,6 +201,7 @@ fn parse_aggregate(body: &Bytes) -> Result<Vec<UserRecord>, String> {
             (_, t) => w.skip(t)?,
         }
     }
+    debug_assert!(raw_records.len() <= body.len() / MIN_USER_RECORD_BYTES + 1);
     raw_records
         .into_iter()
         .map(|(pk, ehk, (s, e))| {
@@ -175,9 +211,8 @@ fn parse_aggregate(body: &Bytes) -> Result<Vec<UserRecord>, String> {
                 .ok_or_else(|| format!("partition_key_index {pk} out of range"))?;
             let explicit_hash_key = match ehk {
                 Some(i) => Some(
-                    hash_keys
+                    *hash_keys
                         .get(i as usize)
-                        .cloned()
                         .ok_or_else(|| format!("explicit_hash_key_index {i} out of range"))?,
                 ),
                 None => None,
@@ -206,13 +241,13 @@ pub fn aggregate(records: &[UserRecord]) -> Bytes {
         out.extend_from_slice(bytes);
     }
     let mut keys: Vec<&str> = Vec::new();
-    let mut hash_keys: Vec<&str> = Vec::new();
+    let mut hash_keys: Vec<String> = Vec::new();
     let mut body = Vec::new();
     let mut recs = Vec::new();
     for r in records {
         let pk = keys
             .iter()
-            .position(|k| *k == r.partition_key)
+            .position(|k| **k == *r.partition_key)
             .unwrap_or_else(|| {
                 keys.push(&r.partition_key);
                 keys.len() - 1
@@ -220,8 +255,9 @@ pub fn aggregate(records: &[UserRecord]) -> Bytes {
         let mut rec = Vec::new();
         varint(1 << 3, &mut rec);
         varint(pk as u64, &mut rec);
-        if let Some(h) = &r.explicit_hash_key {
-            let hi = hash_keys.iter().position(|k| k == h).unwrap_or_else(|| {
+        if let Some(h) = r.explicit_hash_key {
+            let h = h.to_string();
+            let hi = hash_keys.iter().position(|k| *k == h).unwrap_or_else(|| {
                 hash_keys.push(h);
                 hash_keys.len() - 1
             });
@@ -250,19 +286,86 @@ pub fn aggregate(records: &[UserRecord]) -> Bytes {
 mod tests {
     use super::*;
 
-    fn user(pk: &str, ehk: Option<&str>, data: &str) -> UserRecord {
+    fn user(pk: &str, ehk: Option<u128>, data: &str) -> UserRecord {
         UserRecord {
             partition_key: pk.into(),
-            explicit_hash_key: ehk.map(str::to_owned),
+            explicit_hash_key: ehk,
             data: Bytes::copy_from_slice(data.as_bytes()),
         }
+    }
+
+    /// An aggregate body framed with magic and checksum.
+    fn framed(body: &[u8]) -> Bytes {
+        let mut out = KPL_MAGIC.to_vec();
+        out.extend_from_slice(body);
+        out.extend_from_slice(&md5::compute(body).0);
+        Bytes::from(out)
+    }
+
+    /// A length-delimited protobuf field.
+    fn field(num: u64, bytes: &[u8], out: &mut Vec<u8>) {
+        for mut n in [(num << 3) | 2, bytes.len() as u64] {
+            while n >= 0x80 {
+                out.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            out.push(n as u8);
+        }
+        out.extend_from_slice(bytes);
+    }
+
+    #[test]
+    fn keys_and_hash_keys_outside_kinesis_limits_make_the_aggregate_malformed() {
+        // The record of the issue: one 64 KiB partition key shared by many empty user records.
+        let mut body = Vec::new();
+        field(1, &vec![b'k'; 64 * 1024], &mut body);
+        for _ in 0..1000 {
+            field(3, &[0x08, 0x00, 0x1a, 0x00], &mut body);
+        }
+        assert!(
+            matches!(deaggregate(&framed(&body)), Err(NotAggregate::Malformed(m)) if m.contains("partition key"))
+        );
+        // 256 characters (of up to 4 bytes each) is fine.
+        let mut body = Vec::new();
+        field(1, "é".repeat(256).as_bytes(), &mut body);
+        field(3, &[0x08, 0x00, 0x1a, 0x00], &mut body);
+        assert_eq!(deaggregate(&framed(&body)).unwrap().len(), 1);
+        for bad in ["340282366920938463463374607431768211456", "-1", "1e3", ""] {
+            let mut body = Vec::new();
+            field(1, b"k", &mut body);
+            field(2, bad.as_bytes(), &mut body);
+            field(3, &[0x08, 0x00, 0x10, 0x00, 0x1a, 0x00], &mut body);
+            assert!(
+                matches!(deaggregate(&framed(&body)), Err(NotAggregate::Malformed(_))),
+                "{bad:?} accepted"
+            );
+        }
+        let mut body = Vec::new();
+        field(1, b"k", &mut body);
+        field(2, b"340282366920938463463374607431768211455", &mut body);
+        field(3, &[0x08, 0x00, 0x10, 0x00, 0x1a, 0x00], &mut body);
+        assert_eq!(
+            deaggregate(&framed(&body)).unwrap()[0].hash_key(),
+            u128::MAX
+        );
+    }
+
+    #[test]
+    fn user_records_share_their_key_table_entry() {
+        let records: Vec<UserRecord> = (0..100).map(|_| user("shared-key", None, "")).collect();
+        let back = deaggregate(&aggregate(&records)).unwrap();
+        assert_eq!(back.len(), 100);
+        assert!(
+            back.windows(2)
+                .all(|w| Arc::ptr_eq(&w[0].partition_key, &w[1].partition_key))
+        );
     }
 
     #[test]
     fn round_trip_and_shared_key_tables() {
         let records = vec![
             user("a", None, "one"),
-            user("b", Some("42"), "two"),
+            user("b", Some(42), "two"),
             user("a", None, ""),
         ];
         let agg = aggregate(&records);

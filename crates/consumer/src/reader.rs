@@ -12,6 +12,10 @@
 //!   so without the limit a process holding many shards pays for one connection per shard (all at once
 //!   at start, when every shard asks for its iterator). The permit is held only while the call is in
 //!   flight, never while a page waits for the pipeline.
+//! * Pages in hand — read, and waiting for the pipeline to take them — share a process-wide byte
+//!   budget ([`ReaderSettings::max_fetched_bytes`]): a page is held only once its bytes fit, and the
+//!   call's permit is kept until then, so with a full pipeline fetching stops and memory does not grow
+//!   with the number of shards held (at most the budget plus one page per call in flight).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +37,11 @@ use crate::processor::{Checkpointer, ProcessRecordsInput, ShardRecordProcessor};
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Default wait after an empty page.
 pub const DEFAULT_IDLE_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Default budget of bytes in pages read but not yet taken by the pipeline, across a process's shards.
+pub const DEFAULT_MAX_FETCHED_BYTES: usize = 64 * 1024 * 1024;
+/// What a record costs in memory beyond its data (the record's fields and bookkeeping), for budgets.
+pub const RECORD_OVERHEAD_BYTES: usize = 160;
+
 /// Default limit of `GetShardIterator` and `GetRecords` calls in flight at once in one process. At
 /// 50-300 ms a call (AWS), 64 calls in flight serve 200-1,300 calls/s: every shard of a process holding
 /// hundreds of busy shards polled once a second or more.
@@ -51,6 +60,8 @@ pub struct ReaderSettings {
     pub retry: RetryPolicy,
     /// `GetShardIterator` and `GetRecords` calls in flight at once across the worker's shards.
     pub max_concurrent_requests: usize,
+    /// Bytes of pages read but not yet taken by the pipeline, across the worker's shards.
+    pub max_fetched_bytes: usize,
 }
 
 impl Default for ReaderSettings {
@@ -65,6 +76,7 @@ impl Default for ReaderSettings {
                 max_attempts: None,
             },
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            max_fetched_bytes: DEFAULT_MAX_FETCHED_BYTES,
         }
     }
 }
@@ -124,7 +136,7 @@ pub(crate) fn user_records(
                     }
                     out.push(Record {
                         data: u.data,
-                        partition_key: Arc::from(u.partition_key),
+                        partition_key: u.partition_key,
                         position: Position::new(r.position.sequence.clone(), i as u64),
                         approximate_arrival: r.approximate_arrival,
                         shard_id: r.shard_id.clone(),
@@ -148,6 +160,43 @@ pub(crate) fn user_records(
     out
 }
 
+/// The process-wide budget of bytes in pages in hand (see the module documentation), counted in KiB.
+#[derive(Debug)]
+pub(crate) struct PageBudget {
+    kib: Semaphore,
+    total_kib: u32,
+}
+
+impl PageBudget {
+    pub(crate) fn new(bytes: usize) -> Self {
+        let total_kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        Self {
+            kib: Semaphore::new(total_kib as usize),
+            total_kib,
+        }
+    }
+
+    /// Waits until `bytes` fit in the budget (a page larger than the whole budget waits for all of
+    /// it) and holds them until the returned permit is dropped.
+    pub(crate) async fn hold(&self, bytes: usize) -> Option<SemaphorePermit<'_>> {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(self.total_kib);
+        // The semaphore is never closed.
+        self.kib.acquire_many(kib).await.ok()
+    }
+}
+
+/// What `records` cost against the page budget.
+pub(crate) fn page_bytes(records: &[Record]) -> usize {
+    records
+        .iter()
+        .map(|r| r.data.len() + r.partition_key.len() + RECORD_OVERHEAD_BYTES)
+        .sum()
+}
+
 /// What every reader of one shard (polling or fan-out) works with.
 #[derive(Clone, Copy)]
 pub(crate) struct ShardContext<'a> {
@@ -159,6 +208,7 @@ pub(crate) struct ShardContext<'a> {
     pub(crate) until_tip: bool,
     pub(crate) cancel: &'a CancellationToken,
     pub(crate) metrics: &'a ConsumerMetrics,
+    pub(crate) budget: &'a PageBudget,
 }
 
 /// The polling reader of one shard.
@@ -233,7 +283,7 @@ impl ShardReader<'_> {
                 permit = self.permit() => match permit {
                     // Boxed, as in `iterator`: allocated only while a call is in flight.
                     Ok(_permit) => {
-                        Box::pin(api::get_records(
+                        match Box::pin(api::get_records(
                             self.ctx.client,
                             &iterator,
                             self.ctx.settings.max_records,
@@ -241,12 +291,20 @@ impl ShardReader<'_> {
                             self.ctx.shard,
                         ))
                         .await
+                        {
+                            // The call's permit is kept until the page fits the budget.
+                            Ok(page) => {
+                                let held = self.ctx.budget.hold(page_bytes(&page.records)).await;
+                                Ok((page, held))
+                            }
+                            Err(e) => Err(e),
+                        }
                     }
                     Err(e) => Err(e),
                 },
                 () = self.ctx.cancel.cancelled() => return Ok(ReadOutcome::Cancelled),
             };
-            let page = match response {
+            let (page, _held) = match response {
                 Ok(page) => {
                     failures = 0;
                     page
@@ -348,12 +406,8 @@ mod tests {
     fn aggregates_expand_with_sub_sequences_skipping_delivered_and_out_of_range_records() {
         let users: Vec<UserRecord> = (0..4)
             .map(|i| UserRecord {
-                partition_key: format!("k{i}"),
-                explicit_hash_key: Some(if i == 2 {
-                    "900".into()
-                } else {
-                    format!("{}", 10 + i)
-                }),
+                partition_key: format!("k{i}").into(),
+                explicit_hash_key: Some(if i == 2 { 900 } else { 10 + i }),
                 data: bytes::Bytes::from(format!("u{i}")),
             })
             .collect();

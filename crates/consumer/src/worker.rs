@@ -51,7 +51,7 @@ use crate::position::{Checkpoint, InitialPosition};
 use crate::processor::{
     Checkpointer, InitializationInput, ShardRecordProcessorFactory, ShutdownReason,
 };
-use crate::reader::{ReadOutcome, ReaderSettings, ShardContext, ShardReader};
+use crate::reader::{PageBudget, ReadOutcome, ReaderSettings, ShardContext, ShardReader};
 use crate::shard::{ShardInfo, parents_first};
 
 /// Default time between shard discoveries.
@@ -178,6 +178,7 @@ impl Worker {
         let requests = Arc::new(Semaphore::new(
             self.settings.reader.max_concurrent_requests.max(1),
         ));
+        let budget = Arc::new(PageBudget::new(self.settings.reader.max_fetched_bytes));
         let consumer_arn: Option<Arc<str>> = match &self.settings.reader_kind {
             ReaderKind::Polling => None,
             ReaderKind::FanOut { consumer_name } => {
@@ -292,6 +293,7 @@ impl Worker {
                     factory: self.factory.clone(),
                     metrics: self.metrics.clone(),
                     requests: requests.clone(),
+                    budget: budget.clone(),
                     cancel: token,
                     abandon,
                 };
@@ -690,6 +692,7 @@ struct ShardTask {
     abandon: Arc<AtomicBool>,
     metrics: Arc<ConsumerMetrics>,
     requests: Arc<Semaphore>,
+    budget: Arc<PageBudget>,
 }
 
 impl ShardTask {
@@ -716,6 +719,7 @@ impl ShardTask {
             until_tip: self.until_tip,
             cancel: &self.cancel,
             metrics: &self.metrics,
+            budget: &self.budget,
         };
         let read = async {
             match &self.consumer_arn {

@@ -170,18 +170,47 @@ impl FileDeadLetter {
         &self.path
     }
 
-    /// Reads every entry of a dead-letter file (for replay and tests).
+    /// Reads every entry of a dead-letter file (for replay and tests). Lines that are not entries — a
+    /// line torn by a crash or a full disk mid-write — are skipped with a warning naming their line
+    /// number; [`FileDeadLetter::read_lines`] reports them.
     pub fn read_all(path: &Path) -> std::io::Result<Vec<DeadLetterEntry>> {
-        let text = match std::fs::read_to_string(path) {
+        let file = Self::read_lines(path)?;
+        for (line, error) in &file.unreadable {
+            tracing::warn!(path = %path.display(), line, error = %error, "dead-letter line is not an entry (torn by a crash?); skipped");
+        }
+        Ok(file.entries)
+    }
+
+    /// Reads a dead-letter file line by line: the entries, and the lines that are not entries.
+    pub fn read_lines(path: &Path) -> std::io::Result<DeadLetterFile> {
+        let bytes = match std::fs::read(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(DeadLetterFile::default());
+            }
             Err(e) => return Err(e),
         };
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).map_err(std::io::Error::other))
-            .collect()
+        let mut file = DeadLetterFile::default();
+        for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice(line) {
+                Ok(entry) => file.entries.push(entry),
+                Err(e) => file.unreadable.push((n + 1, e.to_string())),
+            }
+        }
+        Ok(file)
     }
+}
+
+/// What [`FileDeadLetter::read_lines`] found in a dead-letter file.
+#[derive(Debug, Default)]
+pub struct DeadLetterFile {
+    /// The entries, in file order.
+    pub entries: Vec<DeadLetterEntry>,
+    /// Lines (1-based) that are not entries, with the parse error.
+    pub unreadable: Vec<(usize, String)>,
 }
 
 #[async_trait]
@@ -205,10 +234,16 @@ impl DeadLetter for FileDeadLetter {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)?;
                 }
-                let f = std::fs::OpenOptions::new()
+                let mut f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .read(true)
                     .open(&path)?;
+                // A line torn by an earlier crash (no final newline) is closed first, so the
+                // entries appended now start lines of their own and stay readable.
+                if ends_without_newline(&mut f)? {
+                    f.write_all(b"\n")?;
+                }
                 *guard = Some(f);
             }
             let f = guard
@@ -244,6 +279,19 @@ impl FileDeadLetter {
     }
 }
 
+/// Whether a non-empty file's last byte is not a newline.
+fn ends_without_newline(f: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    f.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    f.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
+}
+
 /// Encodes bytes as base64 (standard alphabet), the form dead-letter entries carry data in.
 pub fn encode_base64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
@@ -268,5 +316,31 @@ mod tests {
         let line = std::fs::read_to_string(&path).unwrap();
         assert!(line.contains("\"reason\":\"invalid JSON: eof\""));
         assert!(line.contains(&encode_base64(b"\x00\xffnot json")));
+    }
+
+    #[tokio::test]
+    async fn a_torn_line_leaves_the_rest_of_the_file_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.jsonl");
+        let rec = record("shardId-1", 7, b"x");
+        let e = DeadLetterEntry::new("p", &rec, FailedStage::Transform, "bad");
+        FileDeadLetter::new(&path)
+            .write(std::slice::from_ref(&e))
+            .await
+            .unwrap();
+        // A crash mid-write: half a line, no newline.
+        let whole = std::fs::read(&path).unwrap();
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&whole[..whole.len() / 2]);
+        std::fs::write(&path, &torn).unwrap();
+        // The next process appends after it.
+        FileDeadLetter::new(&path)
+            .write(std::slice::from_ref(&e))
+            .await
+            .unwrap();
+        let file = FileDeadLetter::read_lines(&path).unwrap();
+        assert_eq!(file.entries, vec![e.clone(), e]);
+        assert_eq!(file.unreadable.len(), 1);
+        assert_eq!(file.unreadable[0].0, 2);
     }
 }

@@ -40,7 +40,8 @@ pub use buffer::{
     Buffer, BufferLimits, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, MemoryBuffer,
 };
 pub use dead_letter::{
-    DeadLetter, DeadLetterEntry, DeadLetterError, FailedStage, FileDeadLetter, encode_base64,
+    DeadLetter, DeadLetterEntry, DeadLetterError, DeadLetterFile, FailedStage, FileDeadLetter,
+    encode_base64,
 };
 pub use emitter::{EmitError, EmitOutcome, Emitter, FailureKind, ItemFailure};
 pub use error::{CheckpointError, PipelineError};

@@ -7,20 +7,34 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-/// A duration written as text: `"200ms"`, `"30s"`, `"5m"`, `"1h 30m"`.
+/// A duration written as text: `"200ms"`, `"30s"`, `"5m"`, `"1h 30m"`; at most [`MAX_DURATION`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DurationText(pub Duration);
+
+/// The longest duration a configuration may give (a year). No interval, timeout or age here needs
+/// more, and a clock plus a far longer one overflows at run time: such a value is a typo, refused when
+/// the configuration is loaded.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a duration as [`DurationText`] does.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("invalid duration {text:?} ({e}); write e.g. \"200ms\", \"30s\", \"5m\"")
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "duration {text:?} is longer than a year, the most any setting takes"
+        ));
+    }
+    Ok(d)
+}
 
 impl<'de> Deserialize<'de> for DurationText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim())
+        parse_duration(&text)
             .map(DurationText)
-            .map_err(|e| {
-                de::Error::custom(format!(
-                    "invalid duration {text:?} ({e}); write e.g. \"200ms\", \"30s\", \"5m\""
-                ))
-            })
+            .map_err(de::Error::custom)
     }
 }
 
@@ -87,6 +101,19 @@ impl<'de> Deserialize<'de> for ByteSize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        assert!(
+            parse_duration("300000000000y")
+                .unwrap_err()
+                .contains("longer than a year")
+        );
+        assert!(parse_duration("366d").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
 
     #[test]
     fn sizes() {

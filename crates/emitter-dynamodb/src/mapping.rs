@@ -572,7 +572,9 @@ mod tests {
             assert!(e.contains(words), "{doc}: {e}");
         }
         let raw = Item::raw(Bytes::from_static(b"{\"id\":\"a\"}"));
-        let e = Mapper::new(s).map(&raw, &record("s", 1, b""), 0).unwrap_err();
+        let e = Mapper::new(s)
+            .map(&raw, &record("s", 1, b""), 0)
+            .unwrap_err();
         assert!(e.contains("not JSON"), "{e}");
 
         let mut n = spec();

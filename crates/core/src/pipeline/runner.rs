@@ -26,6 +26,9 @@ struct ShardState {
     tracker: ShardTracker,
     checkpointer: Arc<dyn ShardCheckpointer>,
     finishing: Option<Reply>,
+    /// The position last handed to the checkpoint writer: a position that did not move is not
+    /// written again (each write is a conditional update of a lease table row).
+    queued: Option<Position>,
 }
 
 struct Lane<I> {
@@ -220,6 +223,7 @@ impl<I: EmittedSize + Send + Sync + 'static> Runner<I> {
                 tracker: ShardTracker::starting_at(start),
                 checkpointer,
                 finishing: None,
+                queued: None,
             },
         );
     }
@@ -458,7 +462,10 @@ impl<I: EmittedSize + Send + Sync + 'static> Runner<I> {
         let Some(state) = self.shards.get_mut(shard) else {
             return;
         };
-        if let Some(pos) = state.tracker.delivered() {
+        if let Some(pos) = state.tracker.delivered()
+            && state.queued.as_ref() != Some(pos)
+        {
+            state.queued = Some(pos.clone());
             self.checkpoints
                 .put(shard.clone(), pos.clone(), state.checkpointer.clone());
         }
