@@ -29,7 +29,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use kinesis_connectors_core::stages::{
     AllFilter, DEFAULT_ROTATE_BYTES, FieldFilter, FieldPredicate, FileEmitter, FileEmitterOptions,
-    JsonTransformer, LineFormat, NullEmitter, RawTransformer, StdoutEmitter,
+    JsonLinesTransformer, JsonTransformer, LineFormat, NullEmitter, RawTransformer, StdoutEmitter,
 };
 use kinesis_connectors_core::{
     DeadLetter, Emitter, FieldPath, FileDeadLetter, Filter, Item, Transformer,
@@ -138,7 +138,7 @@ impl Registry {
         Self::default()
     }
 
-    /// A registry with the built-in stages: transformers `raw`, `json`; filters `all`, `field`;
+    /// A registry with the built-in stages: transformers `raw`, `json`, `json_lines`; filters `all`, `field`;
     /// emitters `stdout`, `file`, `null`, `s3`, `dynamodb`, `elasticsearch` (alias `opensearch`),
     /// `redshift`; dead-letter targets `file`, `s3`, `kinesis`.
     pub fn with_builtins() -> Self {
@@ -148,6 +148,9 @@ impl Registry {
         });
         r.transformer("json", |_, _: NoOptions| {
             Ok(Arc::new(JsonTransformer) as Arc<dyn Transformer<Item>>)
+        });
+        r.transformer("json_lines", |_, _: NoOptions| {
+            Ok(Arc::new(JsonLinesTransformer) as Arc<dyn Transformer<Item>>)
         });
         r.filter("all", |_, _: NoOptions| {
             Ok(Arc::new(AllFilter) as Arc<dyn Filter<Item>>)

@@ -9,4 +9,4 @@ mod transformers;
 pub use file::{DEFAULT_ROTATE_BYTES, FileEmitter, FileEmitterOptions};
 pub use filters::{AllFilter, FieldFilter, FieldPredicate};
 pub use lines::{LineFormat, NullEmitter, StdoutEmitter};
-pub use transformers::{JsonTransformer, RawTransformer};
+pub use transformers::{JsonLinesTransformer, JsonTransformer, RawTransformer};
