@@ -488,3 +488,178 @@ async fn a_typed_pipeline_carries_its_own_item_type() {
     );
     assert_eq!(cp.last(), Some(record("s1", 19, b"").position));
 }
+
+/// A dead-letter target that never answers.
+struct StuckDeadLetter;
+
+#[async_trait]
+impl kinesis_connectors_core::DeadLetter for StuckDeadLetter {
+    async fn write(
+        &self,
+        _: &[kinesis_connectors_core::DeadLetterEntry],
+    ) -> Result<(), kinesis_connectors_core::DeadLetterError> {
+        std::future::pending().await
+    }
+    fn describe(&self) -> String {
+        "stuck".into()
+    }
+}
+
+/// Issue 14, defect 5: records the transformer rejects queued dead-letter jobs that no limit
+/// counted, so with a slow dead-letter target memory grew at the read rate. Their bytes now count
+/// against `max_buffered_bytes`, and intake stops.
+#[tokio::test]
+async fn a_stuck_dead_letter_target_stops_intake_within_max_buffered_bytes() {
+    let emitter = Arc::new(Flaky::default());
+    let s = PipelineSettings {
+        max_buffered_bytes: 64 * 1024,
+        intake_capacity: 2,
+        ..settings(10)
+    };
+    let p = Pipeline::new(
+        "p",
+        Arc::new(JsonTransformer),
+        emitter,
+        Arc::new(StuckDeadLetter),
+    )
+    .settings(s);
+    let (h, _running) = p.start();
+    let s0 = shard("s0");
+    h.open_shard(s0.clone(), Arc::new(Recorder::default()))
+        .await
+        .unwrap();
+    // Pages of 10 invalid records of 1 KiB each, until a push blocks.
+    let bad = vec![b'x'; 1024];
+    let mut accepted = 0u64;
+    for n in 0..10_000u64 {
+        let records: Vec<Record> = (0..10).map(|i| record("s0", n * 10 + i, &bad)).collect();
+        match tokio::time::timeout(Duration::from_millis(200), h.push(s0.clone(), records)).await {
+            Ok(r) => {
+                r.unwrap();
+                accepted += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    // 64 KiB of dead letters is ~6 pages, plus the intake queue's 2 and the one being sent.
+    assert!(
+        accepted <= 12,
+        "intake did not stop: {accepted} pages of rejects accepted"
+    );
+}
+
+/// An emitter that reports a failure of an item the batch does not have.
+struct Confused {
+    calls: AtomicU32,
+}
+
+#[async_trait]
+impl Emitter<Item> for Confused {
+    async fn emit(&self, batch: &Batch<Item>) -> Result<EmitOutcome, EmitError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(EmitOutcome::with_failures(vec![ItemFailure::permanent(
+            batch.len() + 3,
+            "no such item",
+        )]))
+    }
+}
+
+/// Issue 14, defect 6: an `ItemFailure` index outside the batch counted as success (every item
+/// acknowledged and checkpointed). The outcome is malformed: the batch is retried as a whole and,
+/// when retries run out, dead-lettered; it is never checkpointed as written.
+#[tokio::test(start_paused = true)]
+async fn an_item_failure_outside_the_batch_is_a_malformed_outcome_not_a_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let emitter = Arc::new(Confused {
+        calls: AtomicU32::new(0),
+    });
+    let mut s = settings(5);
+    s.retry.max_attempts = Some(3);
+    let p = Pipeline::new(
+        "p",
+        Arc::new(JsonTransformer),
+        emitter.clone(),
+        Arc::new(FileDeadLetter::new(dir.path().join("d"))),
+    )
+    .settings(s);
+    let (h, running) = p.start();
+    let rec = Arc::new(Recorder::default());
+    h.open_shard(shard("s0"), rec.clone()).await.unwrap();
+    h.push(shard("s0"), json_records("s0", 0, 5)).await.unwrap();
+    h.finish_shard(shard("s0")).await.unwrap();
+    h.shutdown().await.unwrap();
+    let m = running.wait().await.unwrap();
+    assert_eq!(
+        emitter.calls.load(Ordering::SeqCst),
+        3,
+        "retried as a whole"
+    );
+    assert_eq!(m.items_emitted, 0, "nothing counts as written");
+    assert_eq!(m.dead_lettered, 5);
+    let entries = FileDeadLetter::read_all(&dir.path().join("d")).unwrap();
+    assert!(
+        entries[0].reason.contains("malformed"),
+        "{}",
+        entries[0].reason
+    );
+}
+
+/// Counts checkpoint writes.
+#[derive(Default)]
+struct CountingCheckpointer {
+    writes: Mutex<Vec<Position>>,
+}
+
+#[async_trait]
+impl ShardCheckpointer for CountingCheckpointer {
+    async fn checkpoint(&self, position: &Position) -> Result<(), CheckpointError> {
+        self.writes.lock().unwrap().push(position.clone());
+        Ok(())
+    }
+}
+
+/// Issue 14, defect 6: the runner handed the shard's position to the checkpoint writer after every
+/// push, moved or not (the DynamoDB store wrote one conditional update per push). Only moves are
+/// written now.
+#[tokio::test]
+async fn a_position_that_did_not_move_is_not_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // Only odd records pass: the even record 0 is delivered (filtered) at once, the odd ones wait in
+    // the buffer, so the delivered position stays at record 0 while they are pushed.
+    let p = Pipeline::new(
+        "p",
+        Arc::new(JsonTransformer),
+        Arc::new(Flaky::default()),
+        Arc::new(FileDeadLetter::new(dir.path().join("d"))),
+    )
+    .filter(Arc::new(FieldFilter::new(
+        FieldPath::parse("kind").unwrap(),
+        FieldPredicate::Equals("odd".into()),
+        false,
+    )))
+    .settings(settings(1000));
+    let (h, running) = p.start();
+    let c = Arc::new(CountingCheckpointer::default());
+    h.open_shard(shard("s0"), c.clone()).await.unwrap();
+    h.push(shard("s0"), json_records("s0", 0, 1)).await.unwrap();
+    for n in 0..50 {
+        h.push(shard("s0"), json_records("s0", 2 * n + 1, 1))
+            .await
+            .unwrap();
+        // Let the runner and the checkpoint writer run between pushes (one thread: they run now).
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+        }
+    }
+    h.finish_shard(shard("s0")).await.unwrap();
+    h.shutdown().await.unwrap();
+    running.wait().await.unwrap();
+    let writes = c.writes.lock().unwrap().clone();
+    let mut distinct = writes.clone();
+    distinct.dedup();
+    assert_eq!(
+        writes, distinct,
+        "a position was written again though it did not move"
+    );
+    assert_eq!(writes.len(), 2, "{writes:?}");
+}
