@@ -514,6 +514,26 @@ pub async fn s3_objects(
     out
 }
 
+/// Polls the async `f` every 50 ms until it gives a value (asserting it does within `timeout`);
+/// returns the value and the time it took.
+pub async fn poll<T>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return (v, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `condition` every 50 ms until it holds, failing after `timeout` with `what`.
 pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

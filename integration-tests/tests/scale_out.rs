@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use integration_tests::{
-    Connector, Ledger, Stack, Workdir, put_records, read_landed, unique, wait_until,
+    Connector, Ledger, Stack, Workdir, poll, put_records, read_landed, unique, wait_until,
 };
 use kinesis_connectors_consumer::{
     Checkpoint, DynamoDbLeaseStore, Lease, LeaseStore, StreamClient,
@@ -68,24 +68,6 @@ fn counts(owners: &BTreeMap<String, Option<String>>) -> BTreeMap<String, usize> 
         *c.entry(o.clone()).or_default() += 1;
     }
     c
-}
-
-async fn poll<T>(
-    timeout: Duration,
-    what: &str,
-    mut f: impl AsyncFnMut() -> Option<T>,
-) -> (T, Duration) {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return (v, start.elapsed());
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Puts records in the background until stopped; returns the ledger.

@@ -53,6 +53,8 @@ const CHECKPOINTED_AT: &str = "kcCheckpointedAt";
 pub struct DynamoDbLeaseStore {
     client: Client,
     table: String,
+    /// Unreadable rows already reported (each is logged as an error once, not at every scan).
+    reported: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn s(v: &str) -> AttributeValue {
@@ -182,6 +184,7 @@ impl DynamoDbLeaseStore {
         let store = Self {
             client,
             table: table.to_owned(),
+            reported: std::sync::Mutex::default(),
         };
         store.ensure_table().await?;
         Ok(store)
@@ -341,10 +344,26 @@ impl LeaseStore for DynamoDbLeaseStore {
                 .map_err(|e| self.error("Scan", e))?;
             for item in out.items() {
                 match decode(item) {
-                    Ok(l) => leases.push(l),
+                    Ok(l) => {
+                        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+                        if !reported.is_empty() && reported.remove(&l.shard_id) {
+                            tracing::info!(table = %self.table, shard = %l.shard_id, "lease row readable again");
+                        }
+                        drop(reported);
+                        leases.push(l);
+                    }
                     Err(e) => match unreadable(item, e.clone()) {
                         Some(l) => {
-                            tracing::error!(table = %self.table, shard = %l.shard_id, error = %e, "lease row unreadable: the shard is not read, nor are its children, until the row is mended");
+                            let first = self
+                                .reported
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(l.shard_id.clone());
+                            if first {
+                                tracing::error!(table = %self.table, shard = %l.shard_id, error = %e, "lease row unreadable: the shard is not read, nor are its children, until the row is mended");
+                            } else {
+                                tracing::debug!(table = %self.table, shard = %l.shard_id, error = %e, "lease row still unreadable");
+                            }
                             leases.push(l);
                         }
                         None => {
