@@ -244,7 +244,9 @@ impl FanOutReader<'_> {
             }
             *last_read = Some(last);
         }
-        if !records.is_empty() {
+        // Pushed events are what there is: at the tip when nothing is behind.
+        let at_tip = event.millis_behind_latest == 0;
+        if !records.is_empty() || at_tip {
             let _held = tokio::select! {
                 held = self.ctx.budget.hold(crate::reader::page_bytes(&records)) => held,
                 () = self.ctx.cancel.cancelled() => return Ok(Step::Done(ReadOutcome::Cancelled)),
@@ -252,6 +254,7 @@ impl FanOutReader<'_> {
             let input = ProcessRecordsInput {
                 records,
                 millis_behind_latest: Some(event.millis_behind_latest),
+                at_tip,
             };
             tokio::select! {
                 r = processor.process_records(input, checkpointer) => r.map_err(|e| ConsumerError::Processor {

@@ -66,7 +66,9 @@ impl ShardRecordProcessor for PipelineProcessor {
                 .await?;
             self.opened = true;
         }
-        self.handle.push(shard, input.records).await?;
+        self.handle
+            .push_page(shard, input.records, input.at_tip)
+            .await?;
         Ok(())
     }
 
@@ -84,7 +86,7 @@ impl ShardRecordProcessor for PipelineProcessor {
             }
             ShutdownReason::Requested => {
                 if self.opened {
-                    self.handle.finish_shard(shard).await?;
+                    self.handle.hand_off_shard(shard).await?;
                 }
             }
             ShutdownReason::ShardEnd => {

@@ -36,10 +36,13 @@ pub struct InitializationInput {
 /// One page of records.
 #[derive(Debug)]
 pub struct ProcessRecordsInput {
-    /// The records, in shard order.
+    /// The records, in shard order (empty for a page that only says the reader reached the tip).
     pub records: Vec<Record>,
     /// How far behind the tip of the shard this page ends, if Kinesis said.
     pub millis_behind_latest: Option<i64>,
+    /// The reader is at the shard's tip: this page held everything there was. A page with no records
+    /// is handed on once when the reader gets there from behind.
+    pub at_tip: bool,
 }
 
 /// Why a processor is shut down.

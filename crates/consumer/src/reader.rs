@@ -271,6 +271,7 @@ impl ShardReader<'_> {
             return Ok(ReadOutcome::Cancelled);
         };
         let mut last_read: Option<SequenceNumber> = None;
+        let mut signaled_tip = false;
         let mut next_call = Instant::now();
         let mut failures: u32 = 0;
         loop {
@@ -341,6 +342,9 @@ impl ShardReader<'_> {
             };
             let empty = page.records.is_empty();
             let at_tip = empty && page.millis_behind_latest.unwrap_or(0) == 0;
+            // Everything there was: not a full page, and nothing behind it.
+            let caught_up = page.millis_behind_latest.unwrap_or(0) == 0
+                && page.records.len() < self.ctx.settings.max_records.max(1) as usize;
             let last_sequence = page.records.last().map(|r| r.position.sequence.clone());
             let last_arrival = page.records.last().and_then(|r| r.approximate_arrival);
             let records = user_records(
@@ -362,10 +366,14 @@ impl ShardReader<'_> {
                 }
                 last_read = Some(last);
             }
-            if !records.is_empty() {
+            // A page with records, or the first empty one at the tip (the processor learns it got
+            // there; later empty pages at the tip tell it nothing new).
+            if !records.is_empty() || (caught_up && !signaled_tip) {
+                signaled_tip = caught_up;
                 let input = ProcessRecordsInput {
                     records,
                     millis_behind_latest: page.millis_behind_latest,
+                    at_tip: caught_up,
                 };
                 tokio::select! {
                     r = processor.process_records(input, checkpointer) => r.map_err(|e| ConsumerError::Processor {

@@ -51,8 +51,8 @@ pub use metrics::{
 };
 pub use pipeline::{
     BufferFactory, DEFAULT_INTAKE_CAPACITY, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_MAX_QUEUED_BATCHES, Fence, Pipeline, PipelineHandle, PipelineSettings, RunningPipeline,
-    ShardCheckpointer,
+    DEFAULT_MAX_QUEUED_BATCHES, Fence, Pipeline, PipelineHandle, PipelineSettings, Resume,
+    RunningPipeline, ShardCheckpointer, ShardProgress,
 };
 pub use record::{InvalidSequenceNumber, ItemPosition, Position, Record, SequenceNumber, ShardId};
 pub use retry::RetryPolicy;

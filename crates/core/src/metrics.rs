@@ -50,8 +50,22 @@ counters! {
     item_failures,
     /// Items (or records) durably written to the dead-letter target.
     dead_lettered,
-    /// Checkpoints written.
+    /// Checkpoints written (a boundary written with a checkpoint counts once).
     checkpoints,
+    /// Checkpoint-store writes made to store a batch boundary before the batch was emitted.
+    boundary_writes,
+    /// Batches closed by `max_records`.
+    batches_closed_by_count,
+    /// Batches closed by `max_bytes`.
+    batches_closed_by_bytes,
+    /// Batches closed by `max_age`.
+    batches_closed_by_age,
+    /// Batches closed by a drain (shard finished or handed off, shutdown).
+    batches_closed_by_drain,
+    /// Batches closed early by `max_buffered_bytes`.
+    batches_closed_by_pressure,
+    /// Batches closed at a boundary stored by an earlier reader of the shard.
+    batches_closed_at_boundary,
     /// Emitted bytes currently held in buffers and queues (a gauge).
     buffered_bytes,
 }

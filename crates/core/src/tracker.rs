@@ -5,15 +5,23 @@
 //! shard may be retried, batches of many shards complete concurrently — and the checkpointable position
 //! only ever advances over a contiguous prefix of fully delivered records. A dead-lettered item counts as
 //! delivered once the dead-letter target has durably taken it.
+//!
+//! Beyond the delivered prefix the tracker also knows how far into the first undelivered record
+//! delivery got: the items of a record split over several batches are acknowledged batch by batch,
+//! in order (one batch of a shard is in flight at a time), so the acknowledged items of that record
+//! are its first ones. [`ShardTracker::partial`] names the last of them, so a restart can resume
+//! inside the record instead of delivering its first items again.
 
 use std::collections::VecDeque;
 
-use crate::record::Position;
+use crate::record::{ItemPosition, Position};
 
 #[derive(Debug)]
 struct Pending {
     position: Position,
     outstanding: u32,
+    /// The highest item index acknowledged so far.
+    acked: Option<u32>,
 }
 
 /// Delivery state of one shard; see the module documentation.
@@ -56,6 +64,7 @@ impl ShardTracker {
         self.pending.push_back(Pending {
             position,
             outstanding,
+            acked: None,
         });
         if outstanding == 0 {
             self.advance();
@@ -63,10 +72,12 @@ impl ShardTracker {
         ordinal
     }
 
-    /// Acknowledges `count` items of the record with `ordinal`. Returns whether the checkpointable
-    /// position moved. Acknowledging an unknown or already complete record is ignored (it belongs to a
-    /// lease this process lost and regained, or is a bug upstream; either way it must not move anything).
-    pub fn ack(&mut self, ordinal: u64, count: u32) -> bool {
+    /// Acknowledges `count` items of the record with `ordinal`, the highest of them with index
+    /// `last_index` (`None` for a record acknowledged as a whole: the transformer rejected it and the
+    /// dead-letter target took it). Returns whether the checkpointable position moved. Acknowledging
+    /// an unknown or already complete record is ignored (it belongs to a lease this process lost and
+    /// regained, or is a bug upstream; either way it must not move anything).
+    pub fn ack(&mut self, ordinal: u64, count: u32, last_index: Option<u32>) -> bool {
         let Some(idx) = ordinal.checked_sub(self.base) else {
             return false;
         };
@@ -74,7 +85,27 @@ impl ShardTracker {
             return false;
         };
         p.outstanding = p.outstanding.saturating_sub(count);
-        idx == 0 && p.outstanding == 0 && self.advance()
+        if let Some(last_index) = last_index {
+            p.acked = Some(p.acked.map_or(last_index, |a| a.max(last_index)));
+        }
+        idx == 0 && (p.outstanding == 0 && self.advance() || count > 0)
+    }
+
+    /// Whether the delivered position (with [`partial`](Self::partial)) is where the acknowledged
+    /// batches end: no item of a later record is acknowledged yet. It is not while a record the
+    /// transformer rejected waits for the dead-letter target and batches after it were acknowledged;
+    /// progress stored then would name a place inside a batch, and a later reader could not re-form
+    /// that batch.
+    pub fn aligned(&self) -> bool {
+        self.pending.iter().skip(1).all(|p| p.acked.is_none())
+    }
+
+    /// How far into the first undelivered record delivery got: its last acknowledged item, when some
+    /// but not all of its items are acknowledged.
+    pub fn partial(&self) -> Option<ItemPosition> {
+        let head = self.pending.front()?;
+        let acked = head.acked?;
+        (head.outstanding > 0).then(|| ItemPosition::new(head.position.clone(), acked))
     }
 
     fn advance(&mut self) -> bool {
@@ -120,10 +151,12 @@ mod tests {
         let mut t = ShardTracker::new();
         let a = t.track(pos(0), 2);
         let b = t.track(pos(1), 1);
-        assert!(!t.ack(b, 1));
+        assert!(!t.ack(b, 1, Some(0)));
         assert_eq!(t.delivered(), None);
-        assert!(!t.ack(a, 1));
-        assert!(t.ack(a, 1));
+        assert!(t.ack(a, 1, Some(0)), "the head's progress moved");
+        assert_eq!(t.partial(), Some(ItemPosition::new(pos(0), 0)));
+        assert!(t.ack(a, 1, Some(1)));
+        assert_eq!(t.partial(), None);
         assert_eq!(t.delivered(), Some(&pos(1)));
         assert!(t.is_drained());
     }
@@ -136,7 +169,7 @@ mod tests {
         let b = t.track(pos(1), 1);
         t.track(pos(2), 0);
         assert_eq!(t.delivered(), Some(&pos(0)));
-        t.ack(b, 1);
+        t.ack(b, 1, Some(0));
         assert_eq!(t.delivered(), Some(&pos(2)));
     }
 
@@ -144,9 +177,9 @@ mod tests {
     fn stale_acks_are_ignored() {
         let mut t = ShardTracker::new();
         let a = t.track(pos(0), 1);
-        assert!(t.ack(a, 1));
-        assert!(!t.ack(a, 1));
-        assert!(!t.ack(99, 1));
+        assert!(t.ack(a, 1, Some(0)));
+        assert!(!t.ack(a, 1, Some(0)));
+        assert!(!t.ack(99, 1, Some(0)));
         assert_eq!(t.delivered(), Some(&pos(0)));
     }
 
@@ -178,7 +211,7 @@ mod tests {
             };
             prop_assert_eq!(t.delivered().cloned(), expected(&remaining));
             for ord in acks {
-                t.ack(ord, 1);
+                t.ack(ord, 1, Some(0));
                 remaining[ord as usize] -= 1;
                 let now = t.delivered().cloned();
                 prop_assert_eq!(now.clone(), expected(&remaining));

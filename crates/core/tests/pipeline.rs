@@ -663,3 +663,89 @@ async fn a_position_that_did_not_move_is_not_written_again() {
     );
     assert_eq!(writes.len(), 2, "{writes:?}");
 }
+
+/// Records the identity (shard ranges) of every batch written.
+#[derive(Default)]
+struct Identities {
+    written: Mutex<Vec<Vec<kinesis_connectors_core::ShardRange>>>,
+}
+
+#[async_trait]
+impl Emitter<Item> for Identities {
+    async fn emit(&self, batch: &Batch<Item>) -> Result<EmitOutcome, EmitError> {
+        self.written
+            .lock()
+            .unwrap()
+            .push(batch.context.shards.clone());
+        Ok(EmitOutcome::success())
+    }
+}
+
+/// A store whose lease was taken: nothing this reader delivered gets checkpointed (as when the
+/// process dies before its checkpoint lands).
+struct NeverStores;
+
+#[async_trait]
+impl ShardCheckpointer for NeverStores {
+    async fn checkpoint(&self, _: &Position) -> Result<(), CheckpointError> {
+        Err(CheckpointError::LeaseLost("taken".into()))
+    }
+    fn stores_resume(&self) -> bool {
+        true
+    }
+}
+
+/// Issue 16: after a failover the new reader re-reads records an earlier reader already wrote in a
+/// batch closed by its count. While it is still behind the tip its buffer must not flush by age (a
+/// slow re-read would cut that batch short under another identity); caught up, it re-forms the batch
+/// whole, under the same identity, so the sink's object replaces itself.
+#[tokio::test(start_paused = true)]
+async fn behind_the_tip_a_buffer_does_not_age_out_so_a_re_read_batch_keeps_its_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let emitter = Arc::new(Identities::default());
+    let mut s = settings(10);
+    s.buffer.max_age = Duration::from_millis(100);
+    let p = Pipeline::new(
+        "p",
+        Arc::new(JsonTransformer),
+        emitter.clone(),
+        Arc::new(FileDeadLetter::new(dir.path().join("d"))),
+    )
+    .settings(s);
+    let (h, running) = p.start();
+    // The first reader writes a batch of 10 by count; its checkpoint never lands.
+    h.open_shard(shard("s0"), Arc::new(NeverStores))
+        .await
+        .unwrap();
+    h.push_page(shard("s0"), json_records("s0", 0, 10), true)
+        .await
+        .unwrap();
+    while emitter.written.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    h.abandon_shard(shard("s0")).await.unwrap();
+    // The next reader re-reads from the last checkpoint, slowly, behind the tip.
+    let rec = Arc::new(Recorder::default());
+    h.open_shard(shard("s0"), rec.clone()).await.unwrap();
+    h.push_page(shard("s0"), json_records("s0", 0, 5), false)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        emitter.written.lock().unwrap().len(),
+        1,
+        "a buffer behind the tip flushed by age"
+    );
+    h.push_page(shard("s0"), json_records("s0", 5, 5), true)
+        .await
+        .unwrap();
+    h.finish_shard(shard("s0")).await.unwrap();
+    h.shutdown().await.unwrap();
+    running.wait().await.unwrap();
+    let written = emitter.written.lock().unwrap().clone();
+    assert_eq!(written.len(), 2);
+    assert_eq!(
+        written[0], written[1],
+        "the re-read batch has the first one's identity"
+    );
+}

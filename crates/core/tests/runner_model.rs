@@ -23,8 +23,8 @@ use kinesis_connectors_core::testing::record;
 use kinesis_connectors_core::{
     Batch, BufferLimits, CheckpointError, DeadLetter, DeadLetterEntry, DeadLetterError, EmitError,
     EmitOutcome, EmittedSize, Emitter, Fence, FilterFn, ItemFailure, ItemPosition, Pipeline,
-    PipelineSettings, Position, Record, RetryPolicy, ShardCheckpointer, ShardId, TransformError,
-    TransformFn, async_trait,
+    PipelineSettings, Position, Record, Resume, RetryPolicy, ShardCheckpointer, ShardId,
+    ShardProgress, TransformError, TransformFn, async_trait,
 };
 use proptest::prelude::*;
 use tokio::time::Instant;
@@ -45,6 +45,8 @@ impl EmittedSize for It {
 }
 
 type Key = (&'static str, u64, u32);
+/// A batch's identity: its shard ranges of item positions.
+type Identity = Vec<(String, ItemPosition, ItemPosition)>;
 
 const SHARDS: [&str; 3] = ["s0", "s1", "s2"];
 
@@ -78,10 +80,10 @@ impl World {
         (mix(self.seed, shard as u64, rec, 1) % (3 * self.max_records as u64 + 1)) as u32
     }
     fn transform_fails(&self, shard: usize, rec: u64) -> bool {
-        mix(self.seed, shard as u64, rec, 2) % 23 == 0
+        mix(self.seed, shard as u64, rec, 2).is_multiple_of(23)
     }
     fn filtered(&self, rec: u64, index: u32) -> bool {
-        mix(self.seed, rec, u64::from(index), 3) % 9 == 0
+        mix(self.seed, rec, u64::from(index), 3).is_multiple_of(9)
     }
     fn size(&self, rec: u64, index: u32) -> usize {
         1 + (mix(self.seed, rec, u64::from(index), 4) % 40) as usize
@@ -105,8 +107,12 @@ struct Model {
     dead: HashSet<Key>,
     in_flight: HashMap<&'static str, usize>,
     fenced: HashSet<&'static str>,
-    identities: HashMap<Vec<(String, ItemPosition, ItemPosition)>, Vec<Key>>,
+    identities: HashMap<Identity, Vec<Key>>,
     checkpoints: BTreeMap<&'static str, u64>,
+    /// What each shard's store holds (the last accepted save).
+    stored: HashMap<&'static str, ShardProgress>,
+    /// The identities each item was written under (effectively once: one).
+    written_under: HashMap<Key, HashSet<Identity>>,
     violations: Vec<String>,
     emit_calls: u64,
 }
@@ -169,7 +175,7 @@ impl Emitter<It> for ModelEmitter {
                 }
             }
             if batch.context.attempt == 0 {
-                let id: Vec<(String, ItemPosition, ItemPosition)> = batch
+                let id: Identity = batch
                     .context
                     .shards
                     .iter()
@@ -206,6 +212,12 @@ impl Emitter<It> for ModelEmitter {
         }
         let mut failures = Vec::new();
         let mut m = shared.model.lock().unwrap();
+        let identity: Identity = batch
+            .context
+            .shards
+            .iter()
+            .map(|r| (r.shard.to_string(), r.first.clone(), r.last.clone()))
+            .collect();
         for (i, e) in batch.items.iter().enumerate() {
             let roll = mix(w.seed, e.item.rec * 1000 + u64::from(e.item.index), call, 7) % 100;
             if roll < w.retry_pct {
@@ -213,7 +225,12 @@ impl Emitter<It> for ModelEmitter {
             } else if roll < w.retry_pct + w.perm_pct {
                 failures.push(ItemFailure::permanent(i, "refused"));
             } else {
-                m.delivered.insert((e.item.shard, e.item.rec, e.item.index));
+                let k = (e.item.shard, e.item.rec, e.item.index);
+                m.delivered.insert(k);
+                m.written_under
+                    .entry(k)
+                    .or_default()
+                    .insert(identity.clone());
             }
         }
         Ok(EmitOutcome::with_failures(failures))
@@ -254,24 +271,54 @@ struct ModelCheckpointer {
 #[async_trait]
 impl ShardCheckpointer for ModelCheckpointer {
     async fn checkpoint(&self, position: &Position) -> Result<(), CheckpointError> {
-        let rec = rec_of(position);
+        self.save(&ShardProgress {
+            delivered: Some(position.clone()),
+            resume: Resume::default(),
+        })
+        .await
+    }
+
+    async fn save(&self, progress: &ShardProgress) -> Result<(), CheckpointError> {
+        // Stores are slow: a lease lost meanwhile leaves batches written but not checkpointed (what
+        // a crash between emit and checkpoint leaves).
+        let rec = progress.delivered.as_ref().map_or(0, rec_of);
+        let lag = mix(
+            self.shared.world.seed,
+            rec,
+            progress.resume.boundaries.len() as u64,
+            8,
+        ) % 6;
+        tokio::time::sleep(Duration::from_millis(lag)).await;
         let mut missing = Vec::new();
         {
             let m = self.shared.model.lock().unwrap();
+            let covered = |k: &Key| m.delivered.contains(k) || m.dead.contains(k);
             for r in 1..=rec {
-                for k in self.shared.expected(self.shard, r) {
-                    if !m.delivered.contains(&k) && !m.dead.contains(&k) {
-                        missing.push(k);
-                    }
-                }
+                missing.extend(
+                    self.shared
+                        .expected(self.shard, r)
+                        .into_iter()
+                        .filter(|k| !covered(k)),
+                );
+            }
+            if let Some(p) = &progress.resume.partial {
+                let r = rec_of(&p.position);
+                missing.extend(
+                    self.shared
+                        .expected(self.shard, r)
+                        .into_iter()
+                        .filter(|k| k.2 <= p.index && !covered(k)),
+                );
             }
         }
-        let revoked = self.revoked.load(Ordering::SeqCst);
+        // A lease store refuses writes through a lease lost or expired here.
+        let revoked = self.revoked.load(Ordering::SeqCst) || self.expired.load(Ordering::SeqCst);
         let mut m = self.shared.model.lock().unwrap();
         if !missing.is_empty() {
             let v = format!(
-                "checkpoint of {} at record {rec} passes undelivered items {:?}",
+                "checkpoint of {} at record {rec} ({:?}) passes undelivered items {:?}",
                 self.shard,
+                progress.resume.partial,
                 &missing[..missing.len().min(5)]
             );
             m.violations.push(v);
@@ -281,7 +328,17 @@ impl ShardCheckpointer for ModelCheckpointer {
         }
         let last = m.checkpoints.entry(self.shard).or_insert(0);
         *last = (*last).max(rec);
+        // No delivered position: the store keeps the checkpoint it has (a new reader's first save).
+        let stored = m.stored.entry(self.shard).or_default();
+        if progress.delivered.is_some() {
+            stored.delivered = progress.delivered.clone();
+        }
+        stored.resume = progress.resume.clone();
         Ok(())
+    }
+
+    fn stores_resume(&self) -> bool {
+        true
     }
 
     fn fence(&self) -> Option<Fence> {
@@ -310,7 +367,10 @@ enum Op {
     /// The shard's lease is lost — taken by another worker, or (`expired`) not confirmed in time —
     /// then comes back; the records since its last checkpoint are read again.
     LoseAndRegain { shard: usize, expired: bool },
-    /// Let time pass.
+    /// The shard is handed off (shutdown, a released lease) and read again by its next reader, as
+    /// its store says.
+    HandOff(usize),
+    /// Let time pass (buffers close by age meanwhile).
     Wait(u64),
 }
 
@@ -318,11 +378,18 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0usize..3, 1u64..12).prop_map(|(s, n)| Op::Push(s, n)),
         1 => (0usize..3, any::<bool>()).prop_map(|(shard, expired)| Op::LoseAndRegain { shard, expired }),
+        1 => (0usize..3).prop_map(Op::HandOff),
         2 => (0u64..30).prop_map(Op::Wait),
     ]
 }
 
-async fn run_case(world: World, max_bytes: usize, across: bool, ops: Vec<Op>) -> Vec<String> {
+async fn run_case(
+    world: World,
+    max_bytes: usize,
+    max_age_ms: u64,
+    across: bool,
+    ops: Vec<Op>,
+) -> Vec<String> {
     let shared = Arc::new(Shared {
         world: world.clone(),
         model: Mutex::new(Model::default()),
@@ -351,7 +418,7 @@ async fn run_case(world: World, max_bytes: usize, across: bool, ops: Vec<Op>) ->
         buffer: BufferLimits {
             max_records: world.max_records,
             max_bytes,
-            max_age: Duration::from_secs(3600),
+            max_age: Duration::from_millis(max_age_ms),
         },
         retry: RetryPolicy {
             base_delay: Duration::from_millis(5),
@@ -374,12 +441,14 @@ async fn run_case(world: World, max_bytes: usize, across: bool, ops: Vec<Op>) ->
     .settings(settings);
     let (handle, running) = pipeline.start();
     let mut cursor = [1u64; 3];
+    // One past the newest record put to each shard so far.
+    let mut high_water = [1u64; 3];
     let mut opened: [Option<Arc<ModelCheckpointer>>; 3] = [None, None, None];
     let open = |s: usize| {
         Arc::new(ModelCheckpointer {
             shared: shared.clone(),
             shard: SHARDS[s],
-            leased: (world.seed + s as u64) % 2 == 0,
+            leased: (world.seed + s as u64).is_multiple_of(2),
             expired: AtomicBool::new(false),
             revoked: AtomicBool::new(false),
         })
@@ -399,17 +468,25 @@ async fn run_case(world: World, max_bytes: usize, across: bool, ops: Vec<Op>) ->
                     .map(|r| record(SHARDS[s], r, b""))
                     .collect();
                 cursor[s] += n;
+                // Reading the newest records: the reader is at the tip (the stream grows as pushed).
+                let at_tip = cursor[s] >= high_water[s];
+                high_water[s] = high_water[s].max(cursor[s]);
                 handle
-                    .push(ShardId::from(SHARDS[s]), records)
+                    .push_page(ShardId::from(SHARDS[s]), records, at_tip)
                     .await
                     .unwrap();
             }
             Op::LoseAndRegain { shard: s, expired } => {
+                // An embedded store (no fence) has one process: its leases are never lost.
+                if opened[s].as_ref().is_none_or(|c| !c.leased) {
+                    continue;
+                }
                 let Some(c) = opened[s].take() else { continue };
                 c.revoked.store(true, Ordering::SeqCst);
-                // A lease store fences a lost lease at once (its fence is in the past from then on).
-                // `expired`: it ran out here first, and the worker only drops the shard a moment
-                // later: nothing of the shard may be emitted meanwhile.
+                // By the time another reader reads the shard, this one's fence has passed: the lease
+                // was taken after it expired here, or stolen, and a thief waits out the victim's fence
+                // before reading. `expired`: it ran out here first, and the worker only drops the shard
+                // a moment later: nothing of the shard may be emitted meanwhile.
                 if c.leased {
                     c.expired.store(true, Ordering::SeqCst);
                     if expired {
@@ -423,20 +500,65 @@ async fn run_case(world: World, max_bytes: usize, across: bool, ops: Vec<Op>) ->
                     .unwrap();
                 // The worker takes the lease back and reads on from the last checkpoint.
                 tokio::time::sleep(Duration::from_millis(2)).await;
-                let from = {
+                // It reads again after its store's checkpoint, resuming as the store says.
+                let (from, resume) = {
                     let mut m = shared.model.lock().unwrap();
                     m.fenced.remove(SHARDS[s]);
-                    m.checkpoints.get(SHARDS[s]).map_or(1, |r| r + 1)
+                    let stored = m.stored.get(SHARDS[s]).cloned().unwrap_or_default();
+                    (
+                        stored.delivered.as_ref().map_or(1, |p| rec_of(p) + 1),
+                        stored.resume,
+                    )
                 };
                 cursor[s] = from;
+                let c = open(s);
+                handle
+                    .open_shard_at(ShardId::from(SHARDS[s]), c.clone(), resume)
+                    .await
+                    .unwrap();
+                opened[s] = Some(c);
+            }
+            Op::HandOff(s) => {
+                if opened[s].take().is_none() {
+                    continue;
+                }
+                handle
+                    .hand_off_shard(ShardId::from(SHARDS[s]))
+                    .await
+                    .unwrap();
+                let (from, resume) = {
+                    let m = shared.model.lock().unwrap();
+                    let stored = m.stored.get(SHARDS[s]).cloned().unwrap_or_default();
+                    (
+                        stored.delivered.as_ref().map_or(1, |p| rec_of(p) + 1),
+                        stored.resume,
+                    )
+                };
+                cursor[s] = from;
+                let c = open(s);
+                handle
+                    .open_shard_at(ShardId::from(SHARDS[s]), c.clone(), resume)
+                    .await
+                    .unwrap();
+                opened[s] = Some(c);
             }
             Op::Wait(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
         }
     }
+    // The end: each shard is read to its tip (what an earlier reader read too), then finished.
     for (s, c) in opened.iter().enumerate() {
-        if c.is_some() {
-            handle.finish_shard(ShardId::from(SHARDS[s])).await.unwrap();
+        if c.is_none() {
+            continue;
         }
+        let records: Vec<Record> = (cursor[s]..high_water[s])
+            .map(|r| record(SHARDS[s], r, b""))
+            .collect();
+        cursor[s] = high_water[s];
+        handle
+            .push_page(ShardId::from(SHARDS[s]), records, true)
+            .await
+            .unwrap();
+        handle.finish_shard(ShardId::from(SHARDS[s])).await.unwrap();
     }
     handle.shutdown().await.unwrap();
     running.wait().await.unwrap();
@@ -462,6 +584,18 @@ async fn run_case(world: World, max_bytes: usize, across: bool, ops: Vec<Op>) ->
             ));
         }
     }
+    // Effectively once: with no partial retries (a retried batch is the whole batch again) and
+    // per-shard batches, an item written twice was written under one identity, so it replaced itself.
+    if world.retry_pct == 0 && !across {
+        for (k, ids) in &m.written_under {
+            if ids.len() > 1 {
+                violations.push(format!(
+                    "{k:?} written under {} identities: {ids:?}",
+                    ids.len()
+                ));
+            }
+        }
+    }
     violations.truncate(5);
     violations
 }
@@ -474,7 +608,8 @@ proptest! {
         seed in any::<u64>(),
         max_records in 1usize..12,
         max_bytes in 20usize..400,
-        retry_pct in 0u64..25,
+        max_age_ms in prop_oneof![Just(3_600_000u64), 1u64..40],
+        retry_pct in prop_oneof![Just(0u64), 0u64..25],
         perm_pct in 0u64..8,
         whole_pct in 0u64..15,
         across in any::<bool>(),
@@ -486,7 +621,7 @@ proptest! {
             .start_paused(true)
             .build()
             .unwrap();
-        let violations = rt.block_on(run_case(world, max_bytes, across, ops));
+        let violations = rt.block_on(run_case(world, max_bytes, max_age_ms, across, ops));
         prop_assert!(violations.is_empty(), "{:#?}", violations);
     }
 }

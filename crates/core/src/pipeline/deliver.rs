@@ -25,13 +25,13 @@ use crate::retry::RetryPolicy;
 pub(crate) const DEAD_LETTER_ATTEMPTS: u32 = 10;
 
 /// `count` consecutive items of the record `ordinal` of `shard` are done; `last_index` is the highest
-/// item index among them.
+/// item index among them (`None`: the record as a whole, dead-lettered by the transformer stage).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Ack {
     pub(crate) shard: ShardId,
     pub(crate) ordinal: u64,
     pub(crate) count: u32,
-    pub(crate) last_index: u32,
+    pub(crate) last_index: Option<u32>,
 }
 
 /// Run-length acknowledgements for a list of items (items of one record are adjacent).
@@ -42,13 +42,13 @@ pub(crate) fn acks_for<'a, I: 'a>(items: impl IntoIterator<Item = &'a Envelope<I
         match acks.last_mut() {
             Some(a) if a.ordinal == ord && a.shard == e.record().shard_id => {
                 a.count += 1;
-                a.last_index = a.last_index.max(e.index);
+                a.last_index = a.last_index.max(Some(e.index));
             }
             _ => acks.push(Ack {
                 shard: e.record().shard_id.clone(),
                 ordinal: ord,
                 count: 1,
-                last_index: e.index,
+                last_index: Some(e.index),
             }),
         }
     }
@@ -99,8 +99,9 @@ impl<I: Send + Sync + 'static> Deliverer<I> {
         let mut dead_acks: Vec<Ack> = Vec::new();
         let mut attempts: u32 = 0;
         let mut items = items;
+        let mut fenced: Vec<ShardId> = Vec::new();
         loop {
-            items = self.drop_fenced(items, owners, Instant::now());
+            items = self.drop_fenced(items, owners, Instant::now(), &mut fenced);
             if items.is_empty() {
                 break;
             }
@@ -137,6 +138,12 @@ impl<I: Send + Sync + 'static> Deliverer<I> {
             self.dead_letter(&dead).await?;
             acked.extend(dead_acks);
         }
+        // A fenced shard's acknowledgements would have a hole (its items not written), while a shard's
+        // acknowledged items must be a prefix: none of them count. The shard is abandoned anyway, and
+        // its next reader delivers from the last checkpoint.
+        if !fenced.is_empty() {
+            acked.retain(|a| !fenced.contains(&a.shard));
+        }
         Ok(acked)
     }
 
@@ -146,6 +153,7 @@ impl<I: Send + Sync + 'static> Deliverer<I> {
         items: Vec<Envelope<I>>,
         owners: &Owners,
         now: Instant,
+        dropped: &mut Vec<ShardId>,
     ) -> Vec<Envelope<I>> {
         let fenced: Vec<&ShardId> = owners
             .iter()
@@ -154,6 +162,11 @@ impl<I: Send + Sync + 'static> Deliverer<I> {
             .collect();
         if fenced.is_empty() {
             return items;
+        }
+        for s in &fenced {
+            if !dropped.contains(s) {
+                dropped.push((*s).clone());
+            }
         }
         let before = items.len();
         let kept: Vec<Envelope<I>> = items

@@ -20,6 +20,7 @@
 
 mod checkpoint;
 mod deliver;
+mod lane;
 mod runner;
 
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use checkpoint::{Fence, ShardCheckpointer};
+pub use checkpoint::{Fence, Resume, ShardCheckpointer, ShardProgress};
 
 use crate::buffer::{Buffer, BufferLimits, MemoryBuffer};
 use crate::dead_letter::DeadLetter;
@@ -160,19 +161,32 @@ pub(crate) enum Command {
     Open {
         shard: ShardId,
         checkpointer: Arc<dyn ShardCheckpointer>,
+        resume: Resume,
     },
     Push {
         shard: ShardId,
         records: Vec<Record>,
+        caught_up: bool,
     },
     Finish {
         shard: ShardId,
+        mode: FinishMode,
         reply: oneshot::Sender<Result<Option<Position>, PipelineError>>,
     },
     Abandon {
         shard: ShardId,
     },
     Shutdown,
+}
+
+/// How a shard is finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FinishMode {
+    /// Everything pushed is delivered (the shard ended, or a bounded run is over).
+    Complete,
+    /// The shard is handed to its next reader: what can be delivered without changing a batch's
+    /// identity is; a tail waiting for a stored boundary is left to that reader.
+    HandOff,
 }
 
 /// Drives a started pipeline; cheap to clone (one per shard reader).
@@ -193,28 +207,80 @@ impl PipelineHandle {
         shard: ShardId,
         checkpointer: Arc<dyn ShardCheckpointer>,
     ) -> Result<(), PipelineError> {
+        self.open_shard_at(shard, checkpointer, Resume::default())
+            .await
+    }
+
+    /// Starts tracking `shard` where an earlier reader left it: `resume` (stored with the shard's
+    /// checkpoint) says which items of the first record are delivered already and where the batches
+    /// that reader emitted ended, so they re-form with the same identities.
+    pub async fn open_shard_at(
+        &self,
+        shard: ShardId,
+        checkpointer: Arc<dyn ShardCheckpointer>,
+        resume: Resume,
+    ) -> Result<(), PipelineError> {
         self.send(Command::Open {
             shard,
             checkpointer,
+            resume,
         })
         .await
     }
 
     /// Hands records of one shard (in shard order) to the pipeline. Waits while the pipeline is full:
     /// this is the backpressure that stops readers from fetching.
+    ///
+    /// The shard counts as caught up (its buffer flushes by age); a reader that knows whether it is
+    /// at the tip says so with [`push_page`](Self::push_page).
     pub async fn push(&self, shard: ShardId, records: Vec<Record>) -> Result<(), PipelineError> {
-        if records.is_empty() {
+        self.push_page(shard, records, true).await
+    }
+
+    /// [`push`](Self::push) for a page read from the stream: `caught_up` says the reader is at the
+    /// shard's tip (it read everything there was). Only a caught-up shard's buffer flushes by its age:
+    /// before, the records that fill the batch are in the stream and on their way, and a batch an
+    /// earlier reader emitted by count must re-form the same. An empty page at the tip is worth
+    /// pushing for that flag.
+    pub async fn push_page(
+        &self,
+        shard: ShardId,
+        records: Vec<Record>,
+        caught_up: bool,
+    ) -> Result<(), PipelineError> {
+        if records.is_empty() && !caught_up {
             return Ok(());
         }
-        self.send(Command::Push { shard, records }).await
+        self.send(Command::Push {
+            shard,
+            records,
+            caught_up,
+        })
+        .await
     }
 
     /// Flushes the shard's buffer and waits until every record pushed for it is delivered (or
     /// dead-lettered) and its last position checkpointed; returns that position. The shard is then
     /// forgotten. Used at shard end and when a shard is handed off.
     pub async fn finish_shard(&self, shard: ShardId) -> Result<Option<Position>, PipelineError> {
+        self.finish(shard, FinishMode::Complete).await
+    }
+
+    /// Like [`finish_shard`](Self::finish_shard) for a shard handed to another reader (shutdown, a
+    /// lease released): buffered items that would complete a batch an earlier reader emitted and
+    /// stored a boundary for are left to the next reader instead of being emitted under another
+    /// identity. Returns the last checkpointed position.
+    pub async fn hand_off_shard(&self, shard: ShardId) -> Result<Option<Position>, PipelineError> {
+        self.finish(shard, FinishMode::HandOff).await
+    }
+
+    async fn finish(
+        &self,
+        shard: ShardId,
+        mode: FinishMode,
+    ) -> Result<Option<Position>, PipelineError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Finish { shard, reply }).await?;
+        self.send(Command::Finish { shard, mode, reply }).await?;
         rx.await.map_err(|_| PipelineError::Closed)?
     }
 
