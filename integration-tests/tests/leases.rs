@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue;
 use integration_tests::tcp_switch::TcpSwitch;
 use integration_tests::{
-    Connector, Ledger, Stack, Workdir, file_pipeline, poll, put_records, read_landed, unique,
-    wait_until,
+    Connector, Landed, Ledger, Stack, Workdir, file_pipeline, poll, put_records, read_landed,
+    unique, wait_until,
 };
 use kinesis_connectors_consumer::{
     Checkpoint, DynamoDbLeaseStore, Lease, LeaseStore, StreamClient,
@@ -132,6 +132,18 @@ async fn a_worker_restarted_in_place_resumes_its_shards_within_twice_the_failove
 /// of that shard lands in A's output. B reads every shard within twice the failover time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_cut_off_from_the_lease_table_stops_emitting_before_its_shards_move() {
+    cut_off(false).await;
+}
+
+/// The same cut, but B joins only after it: A holds every shard and its leases still look alive, so
+/// B's balancer steals one at once, before A could learn of it (A's renewals go nowhere). B must not
+/// read the stolen shard until A's local expiry has passed — it did at once, and both wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_stolen_from_a_cut_off_worker_is_read_only_after_its_owner_has_stopped() {
+    cut_off(true).await;
+}
+
+async fn cut_off(b_joins_after_the_cut: bool) {
     let stack = Stack::from_env();
     let client = stack.streams().await;
     let stream = unique("blackhole");
@@ -151,13 +163,14 @@ async fn a_worker_cut_off_from_the_lease_table_stops_emitting_before_its_shards_
     let stop = Arc::new(AtomicBool::new(false));
     let produce = producer(client.clone(), stream.clone(), stop.clone());
     let mut a = Connector::start(work.dir.path(), &config_a, "p", &[], &env("a"));
-    let mut b = Connector::start(work.dir.path(), &config_b, "p", &[], &env("b"));
+    let start_b = || Connector::start(work.dir.path(), &config_b, "p", &[], &env("b"));
+    let mut b = (!b_joins_after_the_cut).then(start_b);
     let store = DynamoDbLeaseStore::connect("us-east-1", Some(&stack.dynamodb), &table)
         .await
         .unwrap();
     let (theirs, _) = poll(
         3 * FAILOVER,
-        "both workers holding shards, A's output growing",
+        "both workers holding shards (or A all four), A's output growing",
         async || {
             let o = owners(&store).await;
             let a_shards: Vec<String> = o
@@ -166,34 +179,52 @@ async fn a_worker_cut_off_from_the_lease_table_stops_emitting_before_its_shards_
                 .map(|(s, _)| s.clone())
                 .collect();
             let b_has = o.values().any(|w| w.as_deref() == Some("worker-b"));
-            (o.len() == 4 && !a_shards.is_empty() && b_has && !read_landed(&out("a")).is_empty())
-                .then_some(a_shards)
+            let split = if b_joins_after_the_cut {
+                a_shards.len() == 4
+            } else {
+                !a_shards.is_empty() && b_has
+            };
+            (o.len() == 4 && split && !read_landed(&out("a")).is_empty()).then_some(a_shards)
         },
     )
     .await;
     route_a.blackhole();
     let cut = Instant::now();
-    // B takes each of A's shards; the moment it owns one, A may no longer emit it.
+    let mut b = b.take().unwrap_or_else(start_b);
+    // What B wrote of A's shards before the cut (a shard may have moved between them earlier).
+    let of = |landed: &[Landed], s: &str| landed.iter().filter(|l| l.shard == s).count();
+    let b_before: BTreeMap<String, usize> = {
+        let landed_b = read_landed(&out("b"));
+        theirs
+            .iter()
+            .map(|s| (s.clone(), of(&landed_b, s)))
+            .collect()
+    };
+    // B takes each of A's shards (some by expiry, some perhaps stolen by the balancer before the
+    // cut was felt); from the moment B writes one, A may no longer emit it. The two never overlap.
     let mut taken_at: BTreeMap<String, (Duration, usize)> = BTreeMap::new();
-    poll(3 * FAILOVER, "worker B to own every shard", async || {
-        let o = owners(&store).await;
-        let landed = read_landed(&out("a"));
-        for s in &theirs {
-            if o[s].as_deref() == Some("worker-b") && !taken_at.contains_key(s) {
-                let of_shard = landed.iter().filter(|l| &l.shard == s).count();
-                taken_at.insert(s.clone(), (cut.elapsed(), of_shard));
+    poll(
+        3 * FAILOVER,
+        "worker B to write every shard of A's",
+        async || {
+            let landed_a = read_landed(&out("a"));
+            let landed_b = read_landed(&out("b"));
+            for s in &theirs {
+                if !taken_at.contains_key(s) && of(&landed_b, s) > b_before[s] {
+                    taken_at.insert(s.clone(), (cut.elapsed(), of(&landed_a, s)));
+                }
             }
-        }
-        (taken_at.len() == theirs.len()).then_some(())
-    })
+            (taken_at.len() == theirs.len()).then_some(())
+        },
+    )
     .await;
     // Records keep arriving for a while; A's output of the moved shards must not grow.
     tokio::time::sleep(FAILOVER / 2).await;
     let landed = read_landed(&out("a"));
     for (s, (after, at_take)) in &taken_at {
-        let now = landed.iter().filter(|l| &l.shard == s).count();
+        let now = of(&landed, s);
         eprintln!(
-            "{s}: taken by B {after:?} after the cut; A had written {at_take} of its records then, {now} now"
+            "{s}: written by B {after:?} after the cut; A had written {at_take} of its records then, {now} now"
         );
         assert!(
             *after <= 2 * FAILOVER,
@@ -202,7 +233,7 @@ async fn a_worker_cut_off_from_the_lease_table_stops_emitting_before_its_shards_
         assert_eq!(
             now,
             *at_take,
-            "A went on emitting {s} after B took it\n{}",
+            "A went on emitting {s} after B began to\n{}",
             a.log_tail(20)
         );
     }
@@ -212,6 +243,13 @@ async fn a_worker_cut_off_from_the_lease_table_stops_emitting_before_its_shards_
         "A stopped its shards for the lease's local expiry\n{}",
         a.log_tail(20)
     );
+    if b_joins_after_the_cut {
+        assert!(
+            b.log().contains("stolen=true"),
+            "B stole none of A's leases; the test did not walk its path\n{}",
+            b.log_tail(20)
+        );
+    }
     // A's route comes back; everything put is delivered, by one worker or the other.
     route_a.forward();
     stop.store(true, Ordering::SeqCst);

@@ -15,8 +15,12 @@
 //!
 //! Two attributes of ours complete sentinels the KCL keeps in its configuration instead:
 //! `kcStartTimestamp` (the time of an `AT_TIMESTAMP` start) and `kcStartSequence` (an `at_sequence`
-//! start); `kcCheckpointedAt` records when the checkpoint was written (for `status`). KCL applications
-//! ignore them. The table is created on demand (on-demand billing).
+//! start); `kcCheckpointedAt` records when the checkpoint was written (for `status`), and `kcResume`
+//! (JSON, absent when empty) what the next reader needs beyond the checkpoint to re-form the batches
+//! already emitted ([`Resume`]: the delivered items of a record split over batches, and the ends of
+//! batches closed by age or a drain). It is written in the same conditional update as the
+//! checkpoint. KCL applications ignore these attributes. The table is created on demand (on-demand
+//! billing).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,7 +33,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus,
 };
 use chrono::DateTime;
-use kinesis_connectors_core::{Position, SequenceNumber};
+use kinesis_connectors_core::{Position, Resume, SequenceNumber};
 
 use crate::error::StoreError;
 use crate::lease::{Lease, LeaseStore};
@@ -48,6 +52,7 @@ const END_HASH: &str = "endingHashKey";
 const START_TIMESTAMP: &str = "kcStartTimestamp";
 const START_SEQUENCE: &str = "kcStartSequence";
 const CHECKPOINTED_AT: &str = "kcCheckpointedAt";
+const RESUME: &str = "kcResume";
 
 /// The lease table; see the module documentation.
 pub struct DynamoDbLeaseStore {
@@ -143,7 +148,13 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<Lease, String> {
         (Some(a), Some(b)) => Some((a, b)),
         _ => None,
     };
+    let resume = match text(RESUME) {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| format!("lease {shard_id}: {RESUME} is not a resume state: {e}"))?,
+        None => Resume::default(),
+    };
     Ok(Lease {
+        resume,
         owner: text(OWNER).filter(|o| !o.is_empty()),
         counter: number(COUNTER).unwrap_or(0),
         checkpoint: decode_checkpoint(item).map_err(|e| format!("lease {shard_id}: {e}"))?,
@@ -473,40 +484,56 @@ impl LeaseStore for DynamoDbLeaseStore {
         self.conditional("UpdateItem (release)", req).await
     }
 
-    async fn checkpoint(
+    async fn save(
         &self,
         shard: &str,
         expected: u64,
         owner: &str,
-        checkpoint: &Checkpoint,
+        checkpoint: Option<&Checkpoint>,
+        resume: &Resume,
     ) -> Result<Option<u64>, StoreError> {
         let next = expected + 1;
-        let (cp, sub, extra) = encode_checkpoint(checkpoint);
-        let mut set =
-            String::from("SET #cp = :cp, #sub = :sub, #c = :next, #sw = :zero, #at = :at");
+        let mut set = String::from("SET #c = :next");
         let mut req = self.update(shard);
-        for (i, (k, v)) in extra.into_iter().enumerate() {
-            set.push_str(&format!(", #x{i} = :x{i}"));
+        if let Some(checkpoint) = checkpoint {
+            let (cp, sub, extra) = encode_checkpoint(checkpoint);
+            set.push_str(", #cp = :cp, #sub = :sub, #sw = :zero, #at = :at");
+            for (i, (k, v)) in extra.into_iter().enumerate() {
+                set.push_str(&format!(", #x{i} = :x{i}"));
+                req = req
+                    .expression_attribute_names(format!("#x{i}"), k)
+                    .expression_attribute_values(format!(":x{i}"), v);
+            }
             req = req
-                .expression_attribute_names(format!("#x{i}"), k)
-                .expression_attribute_values(format!(":x{i}"), v);
+                .expression_attribute_names("#cp", CHECKPOINT)
+                .expression_attribute_names("#sub", SUB_SEQUENCE)
+                .expression_attribute_names("#sw", OWNER_SWITCHES)
+                .expression_attribute_names("#at", CHECKPOINTED_AT)
+                .expression_attribute_values(":cp", s(&cp))
+                .expression_attribute_values(":sub", n(sub))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":at", s(&chrono::Utc::now().to_rfc3339()));
         }
+        let expression = if resume.is_empty() {
+            format!("{set} REMOVE #rs")
+        } else {
+            let json = serde_json::to_string(resume).map_err(|e| StoreError::Service {
+                table: self.table.clone(),
+                message: format!("cannot encode {RESUME}: {e}"),
+                retryable: false,
+            })?;
+            req = req.expression_attribute_values(":rs", s(&json));
+            format!("{set}, #rs = :rs")
+        };
         let req = req
-            .update_expression(set)
+            .update_expression(expression)
             .condition_expression("#c = :expected AND #o = :me")
             .expression_attribute_names("#o", OWNER)
             .expression_attribute_names("#c", COUNTER)
-            .expression_attribute_names("#cp", CHECKPOINT)
-            .expression_attribute_names("#sub", SUB_SEQUENCE)
-            .expression_attribute_names("#sw", OWNER_SWITCHES)
+            .expression_attribute_names("#rs", RESUME)
             .expression_attribute_values(":me", s(owner))
             .expression_attribute_values(":next", n(next))
-            .expression_attribute_values(":expected", n(expected))
-            .expression_attribute_values(":cp", s(&cp))
-            .expression_attribute_values(":sub", n(sub))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_names("#at", CHECKPOINTED_AT)
-            .expression_attribute_values(":at", s(&chrono::Utc::now().to_rfc3339()));
+            .expression_attribute_values(":expected", n(expected));
         Ok(self
             .conditional("UpdateItem (checkpoint)", req)
             .await?

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::StoreError;
 use crate::position::Checkpoint;
+use kinesis_connectors_core::Resume;
 
 /// One shard's lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +49,9 @@ pub struct Lease {
     /// Why the stored row could not be read, if it could not: such a lease is never taken or read,
     /// and its children wait (reading them first would break per-key order across a reshard).
     pub unreadable: Option<String>,
+    /// What the shard's next reader needs beyond the checkpoint to re-form the batches already
+    /// emitted (see [`Resume`]); empty in the common case.
+    pub resume: Resume,
 }
 
 impl Lease {
@@ -69,6 +73,7 @@ impl Lease {
             hash_range,
             updated_at: None,
             unreadable: None,
+            resume: Resume::default(),
         }
     }
 }
@@ -102,13 +107,28 @@ pub trait LeaseStore: Send + Sync {
     /// Gives a held lease up (owner cleared) so another worker takes it at once.
     async fn release(&self, shard: &str, expected: u64, owner: &str) -> Result<bool, StoreError>;
 
-    /// Writes a checkpoint through a held lease; `None` when the lease was lost.
+    /// Writes a checkpoint through a held lease (the stored [`Resume`] is cleared); `None` when the
+    /// lease was lost.
     async fn checkpoint(
         &self,
         shard: &str,
         expected: u64,
         owner: &str,
         checkpoint: &Checkpoint,
+    ) -> Result<Option<u64>, StoreError> {
+        self.save(shard, expected, owner, Some(checkpoint), &Resume::default())
+            .await
+    }
+
+    /// Writes a shard's progress through a held lease in one conditional write: the checkpoint (kept
+    /// as it is when `None`) and the [`Resume`]. `None` when the lease was lost.
+    async fn save(
+        &self,
+        shard: &str,
+        expected: u64,
+        owner: &str,
+        checkpoint: Option<&Checkpoint>,
+        resume: &Resume,
     ) -> Result<Option<u64>, StoreError>;
 
     /// Records a finished shard's children.
@@ -195,6 +215,7 @@ pub struct HeldLease {
     lost: AtomicBool,
     lost_token: CancellationToken,
     confirmed_at: std::sync::Mutex<Instant>,
+    readable_from: Instant,
     timing: Option<LeaseTiming>,
     store: Arc<dyn LeaseStore>,
 }
@@ -235,13 +256,16 @@ impl std::fmt::Debug for dyn LeaseStore {
 
 impl HeldLease {
     /// A lease just taken with `counter` by a write sent at `confirmed_at`; `timing` is `None` for a
-    /// store only this process uses (nothing expires).
+    /// store only this process uses (nothing expires). `readable_from` is when the previous owner is
+    /// sure to have stopped emitting the shard: at once for a lease that was free or expired, the
+    /// previous owner's local expiry for a stolen one (see [`HeldLease::readable_from`]).
     pub fn new(
         store: Arc<dyn LeaseStore>,
         shard: &str,
         owner: &str,
         counter: u64,
         confirmed_at: Instant,
+        readable_from: Instant,
         timing: Option<LeaseTiming>,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -251,9 +275,18 @@ impl HeldLease {
             lost: AtomicBool::new(false),
             lost_token: CancellationToken::new(),
             confirmed_at: std::sync::Mutex::new(confirmed_at),
+            readable_from,
             timing,
             store,
         })
+    }
+
+    /// When this worker may start reading the shard. A lease stolen from a live worker was still
+    /// valid for it: if its route to the table is down it cannot learn of the steal, and goes on
+    /// emitting until its local expiry — at the latest the failover time after the thief first saw
+    /// the counter it replaced. Reading starts after that, so two workers never emit one shard.
+    pub fn readable_from(&self) -> Instant {
+        self.readable_from
     }
 
     /// The shard.
@@ -298,7 +331,10 @@ impl HeldLease {
         let t = self.timing?;
         let at = self.expires_at()?;
         if self.lost.load(Ordering::SeqCst) {
-            let past = Instant::now();
+            // Already behind every caller's `now` (the last confirmation was sent in the past): a
+            // fence at the instant of this call would still let a caller that read its clock just
+            // before start an emit.
+            let past = self.confirmed();
             return Some(kinesis_connectors_core::Fence {
                 start_by: past,
                 stop_by: past,
@@ -398,6 +434,16 @@ impl HeldLease {
 
     /// Writes a checkpoint; fails with [`StoreError::LeaseLost`] when fenced off.
     pub async fn checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        self.save(Some(checkpoint), &Resume::default()).await
+    }
+
+    /// Writes the shard's progress (checkpoint, kept when `None`, and resume state); fails with
+    /// [`StoreError::LeaseLost`] when fenced off.
+    pub async fn save(
+        &self,
+        checkpoint: Option<&Checkpoint>,
+        resume: &Resume,
+    ) -> Result<(), StoreError> {
         let lost = || StoreError::LeaseLost {
             shard: self.shard.clone(),
         };
@@ -410,7 +456,7 @@ impl HeldLease {
             .call(
                 "checkpoint",
                 self.store
-                    .checkpoint(&self.shard, *c, &self.owner, checkpoint),
+                    .save(&self.shard, *c, &self.owner, checkpoint, resume),
             )
             .await?
         {
@@ -448,6 +494,11 @@ pub struct ExpiryClock {
 }
 
 impl ExpiryClock {
+    /// When the scans first saw the shard's current counter (its owner's last write was sent before).
+    pub fn first_seen(&self, shard: &str) -> Option<Instant> {
+        self.seen.get(shard).map(|(_, at)| *at)
+    }
+
     /// Records what a scan saw; returns the shards whose lease is expired (or unowned).
     pub fn observe(&mut self, leases: &[Lease], now: Instant, failover: Duration) -> Vec<String> {
         let mut expired = Vec::new();
@@ -630,6 +681,28 @@ mod tests {
             let (max, min) = (counts.iter().max().unwrap(), counts.iter().min().unwrap());
             prop_assert!(max - min <= 1, "counts {:?}", counts);
         }
+    }
+
+    /// A lost lease's fence is behind every clock reading a caller may hold: the runner reads its
+    /// clock, then asks the fence, and must not start an emit (a fence at the instant of the call did).
+    #[tokio::test]
+    async fn a_lost_lease_fences_off_a_caller_that_read_its_clock_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn LeaseStore> = Arc::new(
+            crate::store::FileCheckpointStore::open(dir.path().join("c.json"), "s").unwrap(),
+        );
+        let timing = LeaseTiming::from_settings(&LeaseSettings::new("me", DEFAULT_FAILOVER_TIME));
+        let now = Instant::now();
+        let held = HeldLease::new(store, "shard", "me", 1, now, now, Some(timing));
+        assert!(held.fence().unwrap().allows_start(Instant::now()));
+        held.expire_locally();
+        let before = Instant::now();
+        let fence = held.fence().unwrap();
+        assert!(
+            !fence.allows_start(before),
+            "{fence:?} lets an emit start at {before:?}"
+        );
+        assert!(fence.stop_by <= before);
     }
 
     #[test]

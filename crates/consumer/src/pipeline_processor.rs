@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kinesis_connectors_core::{PipelineHandle, ShardId};
+use kinesis_connectors_core::{PipelineHandle, Resume, ShardId};
 
 use crate::processor::{
     Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, ShardRecordProcessor,
@@ -28,6 +28,7 @@ impl ShardRecordProcessorFactory for PipelineProcessorFactory {
         Box::new(PipelineProcessor {
             handle: self.handle.clone(),
             shard: None,
+            resume: Resume::default(),
             opened: false,
         })
     }
@@ -36,6 +37,7 @@ impl ShardRecordProcessorFactory for PipelineProcessorFactory {
 struct PipelineProcessor {
     handle: PipelineHandle,
     shard: Option<ShardId>,
+    resume: Resume,
     opened: bool,
 }
 
@@ -51,6 +53,7 @@ impl PipelineProcessor {
 impl ShardRecordProcessor for PipelineProcessor {
     async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError> {
         self.shard = Some(input.shard_id);
+        self.resume = input.resume;
         Ok(())
     }
 
@@ -62,7 +65,11 @@ impl ShardRecordProcessor for PipelineProcessor {
         let shard = self.shard()?;
         if !self.opened {
             self.handle
-                .open_shard(shard.clone(), Arc::new(checkpointer.clone()))
+                .open_shard_at(
+                    shard.clone(),
+                    Arc::new(checkpointer.clone()),
+                    std::mem::take(&mut self.resume),
+                )
                 .await?;
             self.opened = true;
         }

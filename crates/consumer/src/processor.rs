@@ -15,7 +15,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kinesis_connectors_core::{CheckpointError, Position, Record, ShardCheckpointer, ShardId};
+use kinesis_connectors_core::{
+    CheckpointError, Position, Record, Resume, ShardCheckpointer, ShardId, ShardProgress,
+};
 
 use crate::error::StoreError;
 use crate::lease::HeldLease;
@@ -31,6 +33,8 @@ pub struct InitializationInput {
     pub shard_id: ShardId,
     /// Where reading resumes.
     pub checkpoint: Checkpoint,
+    /// What the previous reader stored beyond the checkpoint to re-form the batches it emitted.
+    pub resume: Resume,
 }
 
 /// One page of records.
@@ -132,17 +136,35 @@ impl Checkpointer {
     }
 }
 
+fn checkpoint_error(e: StoreError) -> CheckpointError {
+    match e {
+        StoreError::LeaseLost { .. } => CheckpointError::LeaseLost(e.to_string()),
+        e if e.is_retryable() => CheckpointError::Transient(e.to_string()),
+        StoreError::Locked { .. } => CheckpointError::Transient(e.to_string()),
+        e => CheckpointError::Rejected(e.to_string()),
+    }
+}
+
 #[async_trait]
 impl ShardCheckpointer for Checkpointer {
     async fn checkpoint(&self, position: &Position) -> Result<(), CheckpointError> {
         Checkpointer::checkpoint(self, position)
             .await
-            .map_err(|e| match e {
-                StoreError::LeaseLost { .. } => CheckpointError::LeaseLost(e.to_string()),
-                e if e.is_retryable() => CheckpointError::Transient(e.to_string()),
-                StoreError::Locked { .. } => CheckpointError::Transient(e.to_string()),
-                e => CheckpointError::Rejected(e.to_string()),
-            })
+            .map_err(checkpoint_error)
+    }
+
+    async fn save(&self, progress: &ShardProgress) -> Result<(), CheckpointError> {
+        let checkpoint = progress.delivered.as_ref().map(|p| Checkpoint::Sequence {
+            position: p.clone(),
+        });
+        self.lease
+            .save(checkpoint.as_ref(), &progress.resume)
+            .await
+            .map_err(checkpoint_error)
+    }
+
+    fn stores_resume(&self) -> bool {
+        true
     }
 
     fn fence(&self) -> Option<kinesis_connectors_core::Fence> {

@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 use crate::error::StoreError;
 use crate::lease::{Lease, LeaseStore};
 use crate::position::Checkpoint;
+use kinesis_connectors_core::Resume;
 
 /// A lease as the file keeps it (the shard id is the map key).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -35,6 +36,8 @@ struct FileLease {
     #[serde(default)]
     owner_switches: u64,
     updated_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Resume::is_empty")]
+    resume: Resume,
 }
 
 impl FileLease {
@@ -50,6 +53,7 @@ impl FileLease {
             hash_range: self.hash_range,
             updated_at: self.updated_at,
             unreadable: None,
+            resume: self.resume,
         }
     }
 
@@ -63,6 +67,7 @@ impl FileLease {
             hash_range: l.hash_range.clone(),
             owner_switches: l.owner_switches,
             updated_at: l.updated_at,
+            resume: l.resume.clone(),
         }
     }
 }
@@ -292,19 +297,22 @@ impl LeaseStore for FileCheckpointStore {
         .await
     }
 
-    async fn checkpoint(
+    async fn save(
         &self,
         shard: &str,
         expected: u64,
         owner: &str,
-        checkpoint: &Checkpoint,
+        checkpoint: Option<&Checkpoint>,
+        resume: &Resume,
     ) -> Result<Option<u64>, StoreError> {
         self.update(|s| match s.get_mut(shard) {
             Some(l) if l.counter == expected && l.owner.as_deref() == Some(owner) => {
-                if l.checkpoint == *checkpoint {
+                let checkpoint = checkpoint.unwrap_or(&l.checkpoint).clone();
+                let checkpoint = &checkpoint;
+                if l.checkpoint == *checkpoint && l.resume == *resume {
                     return Ok((Some(l.counter), false));
                 }
-                if !checkpoint.may_replace(&l.checkpoint) {
+                if l.checkpoint != *checkpoint && !checkpoint.may_replace(&l.checkpoint) {
                     return Err(StoreError::Rejected {
                         shard: shard.to_owned(),
                         message: format!(
@@ -313,9 +321,12 @@ impl LeaseStore for FileCheckpointStore {
                         ),
                     });
                 }
-                l.checkpoint = checkpoint.clone();
-                l.owner_switches = 0;
-                l.updated_at = Some(Utc::now());
+                if l.checkpoint != *checkpoint {
+                    l.checkpoint = checkpoint.clone();
+                    l.owner_switches = 0;
+                    l.updated_at = Some(Utc::now());
+                }
+                l.resume = resume.clone();
                 Ok((Some(l.counter), true))
             }
             _ => Ok((None, false)),

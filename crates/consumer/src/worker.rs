@@ -124,6 +124,8 @@ struct RunningShard {
 struct Scan {
     leases: BTreeMap<String, Lease>,
     expired: HashSet<String>,
+    /// When each lease's current counter was first seen (shared stores only).
+    first_seen: HashMap<String, Instant>,
 }
 
 impl Worker {
@@ -285,6 +287,7 @@ impl Worker {
                     stream: stream.clone(),
                     shard: Arc::from(shard.as_str()),
                     checkpoint: lease.checkpoint.clone(),
+                    resume: lease.resume.clone(),
                     hash_range: hash_ranges.get(shard).copied(),
                     settings: self.settings.reader.clone(),
                     until_tip: self.settings.until_tip,
@@ -408,9 +411,14 @@ impl Worker {
             // One process owns the embedded store: whatever a previous run held is ours.
             list.iter().map(|l| l.shard_id.clone()).collect()
         };
+        let first_seen = list
+            .iter()
+            .filter_map(|l| Some((l.shard_id.clone(), clock.first_seen(&l.shard_id)?)))
+            .collect();
         Ok(Scan {
             leases: list.into_iter().map(|l| (l.shard_id.clone(), l)).collect(),
             expired,
+            first_seen,
         })
     }
 
@@ -463,10 +471,26 @@ impl Worker {
             };
             match taken {
                 Ok(Some(counter)) => {
+                    // A stolen lease was valid for its owner until the failover time after its
+                    // counter was first seen here; reading waits for that (see `readable_from`).
+                    let readable_from = match (stolen, timing) {
+                        (true, Some(t)) => {
+                            scan.first_seen.get(shard).copied().unwrap_or(sent_at) + t.failover_time
+                        }
+                        _ => sent_at,
+                    };
                     tracing::info!(shard = %shard, from = ?lease.owner, stolen, "lease taken");
                     lock(held).insert(
                         shard.clone(),
-                        HeldLease::new(self.store.clone(), shard, me, counter, sent_at, timing),
+                        HeldLease::new(
+                            self.store.clone(),
+                            shard,
+                            me,
+                            counter,
+                            sent_at,
+                            readable_from,
+                            timing,
+                        ),
                     );
                 }
                 Ok(None) => tracing::debug!(shard = %shard, "lease taken by another worker first"),
@@ -682,6 +706,7 @@ struct ShardTask {
     stream: Arc<str>,
     shard: ShardId,
     checkpoint: Checkpoint,
+    resume: kinesis_connectors_core::Resume,
     hash_range: Option<(u128, u128)>,
     settings: ReaderSettings,
     until_tip: bool,
@@ -701,12 +726,26 @@ impl ShardTask {
             shard: self.shard.to_string(),
             message: e.to_string(),
         };
+        // A stolen lease: its previous owner may emit until its local expiry.
+        if self.lease.readable_from() > Instant::now() {
+            tracing::info!(
+                shard = %self.shard,
+                wait = ?self.lease.readable_from().saturating_duration_since(Instant::now()),
+                "stolen lease; reading starts once its previous owner has surely stopped"
+            );
+            tokio::select! {
+                () = tokio::time::sleep_until(self.lease.readable_from()) => {}
+                () = self.cancel.cancelled() => return Ok(ReadOutcome::Cancelled),
+                () = self.lease.lost_token().cancelled() => return Ok(ReadOutcome::Cancelled),
+            }
+        }
         let checkpointer = Checkpointer::new(self.lease.clone());
         let mut processor = self.factory.create_processor();
         processor
             .initialize(InitializationInput {
                 shard_id: self.shard.clone(),
                 checkpoint: self.checkpoint.clone(),
+                resume: self.resume.clone(),
             })
             .await
             .map_err(processor_error)?;
@@ -794,6 +833,7 @@ mod tests {
                 .map(|l| (l.shard_id.clone(), l.clone()))
                 .collect(),
             expired: expired.iter().map(|s| s.to_string()).collect(),
+            first_seen: HashMap::new(),
         }
     }
 

@@ -101,7 +101,7 @@ impl<I: Send + Sync + 'static> Deliverer<I> {
         let mut items = items;
         let mut fenced: Vec<ShardId> = Vec::new();
         loop {
-            items = self.drop_fenced(items, owners, Instant::now(), &mut fenced);
+            items = self.drop_fenced(items, owners, &mut fenced);
             if items.is_empty() {
                 break;
             }
@@ -152,12 +152,13 @@ impl<I: Send + Sync + 'static> Deliverer<I> {
         &self,
         items: Vec<Envelope<I>>,
         owners: &Owners,
-        now: Instant,
         dropped: &mut Vec<ShardId>,
     ) -> Vec<Envelope<I>> {
         let fenced: Vec<&ShardId> = owners
             .iter()
-            .filter(|(_, c)| c.fence().is_some_and(|f| !f.allows_start(now)))
+            // The clock is read after the fence is: a fence that ran out at the instant it was
+            // answered must not look open to a `now` read before.
+            .filter(|(_, c)| c.fence().is_some_and(|f| !f.allows_start(Instant::now())))
             .map(|(s, _)| s)
             .collect();
         if fenced.is_empty() {
@@ -201,6 +202,10 @@ impl<I: Send + Sync + 'static> Deliverer<I> {
             .min();
         let started = std::time::Instant::now();
         let result = match stop_by {
+            // Not even polled once: a first poll may already write (a file emitter does).
+            Some(deadline) if deadline <= Instant::now() => Err(EmitError::retryable(
+                "the shard's lease ran out here before the emit started; not emitted",
+            )),
             Some(deadline) => {
                 match tokio::time::timeout_at(deadline, self.emitter.emit(&batch)).await {
                     Ok(r) => r,
