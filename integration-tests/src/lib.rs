@@ -167,6 +167,46 @@ pub async fn put_records(
     ledger
 }
 
+/// Puts `records` records of `lines` JSON lines each (for the `json_lines` transformer: one item per
+/// line), keys `k-{record % keys}`. Item `i` of record `r` is the test record of id `r * lines + i`;
+/// the ledger maps each item id to its record's shard and sequence number.
+pub async fn put_multi_item_records(
+    client: &StreamClient,
+    stream: &str,
+    records: u64,
+    lines: u64,
+    keys: u64,
+) -> Ledger {
+    let mut ledger = Ledger::default();
+    // A few records per call: each is up to a few hundred KB, a call takes at most 5 MiB.
+    for chunk in (0..records).collect::<Vec<_>>().chunks(8) {
+        let entries: Vec<PutEntry> = chunk
+            .iter()
+            .map(|r| {
+                let key = format!("k-{}", r % keys);
+                let text: Vec<String> = (0..lines)
+                    .map(|i| test_record(r * lines + i, &key, r / keys))
+                    .collect();
+                PutEntry {
+                    data: Bytes::from(text.join("\n")),
+                    partition_key: key,
+                    explicit_hash_key: None,
+                }
+            })
+            .collect();
+        let results = client.put_batch(stream, entries).await.unwrap();
+        for (r, put) in chunk.iter().zip(results) {
+            let seq = SequenceNumber::new(put.sequence_number).unwrap();
+            for i in 0..lines {
+                ledger
+                    .records
+                    .insert(r * lines + i, (put.shard_id.clone(), seq.clone()));
+            }
+        }
+    }
+    ledger
+}
+
 /// A working directory with a configuration for one pipeline.
 pub struct Workdir {
     /// The temporary directory (removed on drop).
@@ -385,7 +425,10 @@ impl Connector {
             }
             if Instant::now() > deadline {
                 self.kill();
-                panic!("connector did not exit within {timeout:?}");
+                panic!(
+                    "connector did not exit within {timeout:?}\n{}",
+                    self.log_tail(30)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -1,7 +1,9 @@
 //! The chaos suite: three workers share a stream through the lease table and write to S3 while workers
 //! are SIGKILLed and restarted, the stream is resharded, S3 goes away for a while, and the S3 endpoint
-//! answers some requests with 500, 503 SlowDown or 429. A ledger of every record put (unique ids) is
-//! compared with what S3 holds: nothing may be lost; duplicates are counted. Peak memory of the workers
+//! answers some requests with 500, 503 SlowDown or 429. Records hold one to three JSON lines, each an
+//! item of its own (`json_lines`), and the second killed worker comes back under its own id (a
+//! container restarted in place). A ledger of every item put (unique ids) is compared with what S3
+//! holds: nothing may be lost; duplicates are counted. Peak memory of the workers
 //! must stay within their configured buffers plus a fixed overhead while S3 is away.
 //!
 //! This target runs the reduced form (2 trials, a 5 s outage); `integration-tests/chaos/run-full` runs
@@ -94,7 +96,7 @@ async fn trial(stack: &Stack, n: usize, produce_for: Duration, outage: Duration)
         r#"state_dir = "${{STATE_DIR}}"
 [pipelines.p]
 source = {{ stream = "{stream}", endpoint = "{kinesis}", idle_poll_interval = "200ms", max_records_per_call = 500, shard_sync_interval = "2s" }}
-transformer = {{ type = "json" }}
+transformer = {{ type = "json_lines" }}
 buffer = {{ max_records = 200, max_bytes = "256KiB", max_age = "300ms" }}
 delivery = {{ max_in_flight = 2, max_queued_batches = 4, max_buffered_bytes = "1MiB" }}
 retry = {{ base_delay = "50ms", max_delay = "1s" }}
@@ -119,24 +121,35 @@ checkpoint = {{ type = "dynamodb", table = "{table}", endpoint = "{dynamodb}", f
         .map(|i| (format!("w{i}"), start(&format!("w{i}"))))
         .collect();
 
-    // The producer: ~1 KiB records with unique ids, 100 every 100 ms, for `produce_for`.
+    // The producer: ~1 KiB records of 1 to 3 JSON lines (items, each with a unique id), 100 records
+    // every 100 ms, for `produce_for`.
     let stop = Arc::new(AtomicBool::new(false));
     let (s, c, st) = (stop.clone(), client.clone(), stream.clone());
     let producer = tokio::spawn(async move {
         let mut next = 0u64;
         let mut put: Vec<u64> = Vec::new();
+        let mut record = 0u64;
         while !s.load(Ordering::SeqCst) {
-            let entries: Vec<PutEntry> = (next..next + 100)
-                .map(|id| {
-                    PutEntry::new(
-                        Bytes::from(format!(r#"{{"id":{id},"pad":"{}"}}"#, "z".repeat(1000))),
-                        format!("k{}", id % 97),
-                    )
-                })
-                .collect();
+            let mut entries: Vec<PutEntry> = Vec::with_capacity(100);
+            for _ in 0..100 {
+                let lines = 1 + record % 3;
+                let text: Vec<String> = (next..next + lines)
+                    .map(|id| {
+                        format!(
+                            r#"{{"id":{id},"pad":"{}"}}"#,
+                            "z".repeat(1000 / lines as usize)
+                        )
+                    })
+                    .collect();
+                entries.push(PutEntry::new(
+                    Bytes::from(text.join("\n")),
+                    format!("k{}", record % 97),
+                ));
+                put.extend(next..next + lines);
+                next += lines;
+                record += 1;
+            }
             c.put_batch(&st, entries).await.unwrap();
-            put.extend(next..next + 100);
-            next += 100;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         put
@@ -147,6 +160,8 @@ checkpoint = {{ type = "dynamodb", table = "{table}", endpoint = "{dynamodb}", f
     let mut kills = 0;
     let mut peak = 0u64;
     let mut rng = rand::rng();
+    // A killed worker comes back under a new id (round 1) or, as a container restarted in place
+    // does, under its own (round 2): it must take its own leases back.
     let kill_one = |workers: &mut Vec<(String, Connector)>,
                     round: usize,
                     peak: &mut u64,
@@ -155,8 +170,12 @@ checkpoint = {{ type = "dynamodb", table = "{table}", endpoint = "{dynamodb}", f
         let (name, mut w) = workers.remove(i);
         *peak = (*peak).max(peak_rss(w.pid()));
         w.kill();
-        let fresh = format!("{name}-r{round}");
-        workers.push((fresh.clone(), start(&fresh)));
+        let next = if round == 2 {
+            name
+        } else {
+            format!("{name}-r{round}")
+        };
+        workers.push((next.clone(), start(&next)));
     };
     tokio::time::sleep(step).await;
     kill_one(&mut workers, 1, &mut peak, &mut rng);
@@ -236,7 +255,7 @@ async fn chaos_trials_lose_nothing() {
         .max(outage + Duration::from_secs(6));
     let bound = CONFIGURED_BUFFERS + FIXED_OVERHEAD;
     println!(
-        "| trial | records put | lost | duplicated | SIGKILLs | reshard 4→8 | S3 outage | injected 500/503/429 | peak worker RSS | bound | time |"
+        "| trial | items put | lost | duplicated | SIGKILLs (2nd in place) | reshard 4→8 | S3 outage | injected 500/503/429 | peak worker RSS | bound | time |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut results = BTreeMap::new();

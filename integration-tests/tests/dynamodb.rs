@@ -136,6 +136,68 @@ async fn ten_thousand_records_over_a_thousand_keys_leave_each_key_at_its_last_re
     delete_table(&ddb, &table).await;
 }
 
+/// Issue 14, defect 1: the ordering-safe position of DynamoDB was the record's, so all items of one
+/// record had one position and the conditional write (`seq < :seq`) refused every later batch of that
+/// record's items for the same key. The position now orders items within a record: each key ends at the last item of its
+/// last record, whichever batches the record's 1,200 items were split over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_ends_at_the_last_item_of_its_last_many_item_record() {
+    let stack = Stack::from_env();
+    let kinesis = stack.streams().await;
+    let ddb = client(&stack.dynamodb).await;
+    let (stream, table) = (unique("ddb-multi"), unique("ddb-multi"));
+    kinesis.create(&stream, 2).await.unwrap();
+    create_table(&ddb, &table, ("key", T::S), None).await;
+    let (records, lines, keys) = (6, 1_200, 3);
+    let ledger =
+        integration_tests::put_multi_item_records(&kinesis, &stream, records, lines, keys).await;
+    // Per key, the record put last (highest sequence number): its last item must win.
+    let mut last: HashMap<String, (SequenceNumber, u64)> = HashMap::new();
+    for r in 0..records {
+        let (_, seq) = &ledger.records[&(r * lines)];
+        let e = last
+            .entry(format!("k-{}", r % keys))
+            .or_insert((seq.clone(), r));
+        if seq > &e.0 {
+            *e = (seq.clone(), r);
+        }
+    }
+    let work = Workdir::new();
+    let config = work.config(
+        &dynamodb_pipeline(
+            &stream,
+            &stack.kinesis,
+            &format!(
+                r#"table = "{table}", endpoint = "{}", partition_key = {{ attribute = "key", type = "S" }}, sequence_attribute = "seq", ordering_safe = true"#,
+                stack.dynamodb
+            ),
+            "buffer = { max_records = 500, max_age = \"1h\" }",
+        )
+        .replace("type = \"json\"", "type = \"json_lines\""),
+    );
+    Connector::run_until_tip(work.dir.path(), &config, "p", &[]);
+    let items = scan(&ddb, &table).await;
+    assert_eq!(items.len() as u64, keys, "one item per key");
+    for item in &items {
+        let key = s(item, "key");
+        let (seq, r) = &last[key];
+        assert_eq!(
+            n(item, "id") as u64,
+            r * lines + lines - 1,
+            "key {key} is not at the last item of its last record"
+        );
+        assert_eq!(
+            s(item, "seq"),
+            encode_position(&ItemPosition::new(
+                Position::new(seq.clone(), 0),
+                (lines - 1) as u32
+            ))
+        );
+    }
+    assert!(work.dead_letters("p").is_empty());
+    delete_table(&ddb, &table).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_in_ordering_safe_mode_never_regress_an_item() {
     let stack = Stack::from_env();

@@ -162,6 +162,57 @@ async fn ten_thousand_records_are_indexed_and_documents_equal_their_records() {
     search.delete_index(&index).await;
 }
 
+/// Issue 14, defect 1: the first item of each later batch of a many-item record reused the record's
+/// id and overwrote a document (3 emitted, 1 document). Item `i > 0` of a record is now
+/// `{shard}-{sequence}-{sub}-{i}`: every item is a document of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_item_of_a_many_item_record_is_a_document_of_its_own() {
+    let stack = Stack::from_env();
+    let search = Search::new(&stack.opensearch);
+    let client = stack.streams().await;
+    let stream = unique("es-multi");
+    client.create(&stream, 2).await.unwrap();
+    let (records, lines, keys) = (4, 1_200, 3);
+    let ledger =
+        integration_tests::put_multi_item_records(&client, &stream, records, lines, keys).await;
+    let index = unique("es-multi");
+    let work = Workdir::new();
+    let config = work.config(
+        &es_pipeline(
+            &stream,
+            &stack.kinesis,
+            &stack.opensearch,
+            &index,
+            ", max_bulk_documents = 400",
+            "buffer = { max_records = 500, max_age = \"1h\" }",
+        )
+        .replace("type = \"json\"", "type = \"json_lines\""),
+    );
+    run_until_tip(&work, &config, vec![]).await;
+    let docs: HashMap<String, Value> = search.all(&index).await.into_iter().collect();
+    assert_eq!(docs.len() as u64, records * lines, "documents in {index}");
+    for (id, (shard, seq)) in &ledger.records {
+        let (record, item) = (id / lines, id % lines);
+        let doc_id = match item {
+            0 => format!("{shard}-{seq}-0"),
+            i => format!("{shard}-{seq}-0-{i}"),
+        };
+        let want: Value = serde_json::from_str(&test_record(
+            *id,
+            &format!("k-{}", record % keys),
+            record / keys,
+        ))
+        .unwrap();
+        assert_eq!(
+            docs.get(&doc_id),
+            Some(&want),
+            "item {item} of record {record}"
+        );
+    }
+    assert!(work.dead_letters("p").is_empty());
+    search.delete_index(&index).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_run_and_restarts_with_deterministic_ids_keep_the_count_at_ten_thousand() {
     let stack = Stack::from_env();

@@ -138,6 +138,46 @@ fn expected_row(id: u64, keys: u64) -> (i64, String, i64, String) {
     )
 }
 
+/// Issue 14, defect 1: the batches a many-item record was split over had one range, so one staged
+/// name, and the loaded-files check skipped all but the first as "already loaded". Each batch now
+/// has a name of its own: every item is one row, and each load is recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_item_of_a_many_item_record_becomes_one_row() {
+    let stack = Stack::from_env();
+    let rs = stand_in(&stack).await;
+    let client = stack.streams().await;
+    let stream = unique("rs-multi");
+    client.create(&stream, 2).await.unwrap();
+    let (records, lines, keys) = (5, 1_200, 3);
+    integration_tests::put_multi_item_records(&client, &stream, records, lines, keys).await;
+    let bucket = stack.bucket().await;
+    let table = table_name();
+    let (work, config) = records_pipeline(&stack, &rs.url, &bucket, &table, &stream, 500);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("type = \"json\"", "type = \"json_lines\"");
+    std::fs::write(&config, text).unwrap();
+    run_to_tip(&work, &config);
+    let pg = pg().await;
+    let landed = rows(&pg, &table).await;
+    let expected: Vec<_> = (0..records * lines)
+        .map(|id| {
+            let r = id / lines;
+            (
+                id as i64,
+                format!("k-{}", r % keys),
+                (r / keys) as i64,
+                "x".repeat(120),
+            )
+        })
+        .collect();
+    assert_eq!(landed.len(), expected.len());
+    assert!(landed == expected, "the table's rows differ from the items");
+    let loads = count(&pg, &format!("SELECT count(*) FROM \"{table}_loaded\"")).await;
+    assert!(loads >= 12, "6,000 items in batches of 500: {loads} loads");
+    assert!(work.dead_letters("p").is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_records_become_rows_equal_to_the_records() {
     let stack = Stack::from_env();

@@ -136,6 +136,54 @@ async fn ten_thousand_records_become_objects_holding_exactly_the_records_in_shar
     );
 }
 
+/// Issue 14, defect 1: one record of 1,200 items with batches of 500 made three batches of one
+/// range, so one key: 200 of 1,200 lines landed and the run said all were emitted. Each batch of a
+/// record's items now has a key of its own; every item lands once, in shard order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_many_items_land_every_item_once_in_shard_order() {
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("s3-multi");
+    client.create(&stream, 2).await.unwrap();
+    let ledger = integration_tests::put_multi_item_records(&client, &stream, 10, 1_200, 3).await;
+    let bucket = stack.bucket().await;
+    let work = Workdir::new();
+    let config = work.config(
+        &s3_pipeline(
+            &stream,
+            &stack,
+            &bucket,
+            // The sequence range of a later item's batch is too long for s3s-fs's file names.
+            "prefix = \"multi/\", format = \"ndjson\", key = \"{prefix}{shard}/{batch_id}{ext}\"",
+            "buffer = { max_records = 500, max_age = \"1h\" }",
+        )
+        .replace("type = \"json\"", "type = \"json_lines\""),
+    );
+    Connector::run_until_tip(work.dir.path(), &config, "p", &[]);
+    let objects = s3_objects(&stack.s3().await, &bucket, "multi/").await;
+    // 12,000 items in batches of 500 at most: 24 objects at least, each key its own.
+    assert!(objects.len() >= 24, "{} objects", objects.len());
+    let mut by_shard: HashMap<String, Vec<Vec<u64>>> = HashMap::new();
+    for (key, body) in &objects {
+        let shard = key.split('/').nth(1).unwrap().to_owned();
+        let ids = ids_of(body);
+        assert!(ids.len() <= 500, "{key}: {} items", ids.len());
+        by_shard.entry(shard).or_default().push(ids);
+    }
+    let expected = per_shard(&ledger);
+    let mut total = 0;
+    for (shard, mut objs) in by_shard {
+        objs.sort();
+        let landed: Vec<u64> = objs.into_iter().flatten().collect();
+        total += landed.len();
+        assert_eq!(
+            landed, expected[&shard],
+            "shard {shard}: the objects do not hold each item once, in order"
+        );
+    }
+    assert_eq!(total, 12_000);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_leave_the_same_object_keys_as_an_uninterrupted_run() {
     let stack = Stack::from_env();
