@@ -167,6 +167,28 @@ pub async fn put_records(
     ledger
 }
 
+/// Puts `per_put` test records (keys `k-{id % 64}`, ids counting from 0) every `every` until `stop`
+/// is set; the ledger holds everything put.
+pub fn steady_producer(
+    client: StreamClient,
+    stream: String,
+    per_put: u64,
+    every: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Ledger> {
+    tokio::spawn(async move {
+        let mut ledger = Ledger::default();
+        let mut next = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            let l = put_records(&client, &stream, next..next + per_put, 64, &|_| false).await;
+            ledger.records.extend(l.records);
+            next += per_put;
+            tokio::time::sleep(every).await;
+        }
+        ledger
+    })
+}
+
 /// Puts `records` records of `lines` JSON lines each (for the `json_lines` transformer: one item per
 /// line), keys `k-{record % keys}`. Item `i` of record `r` is the test record of id `r * lines + i`;
 /// the ledger maps each item id to its record's shard and sequence number.

@@ -360,17 +360,7 @@ fn producer(
     stream: String,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Ledger> {
-    tokio::spawn(async move {
-        let mut ledger = Ledger::default();
-        let mut next = 0u64;
-        while !stop.load(Ordering::SeqCst) {
-            let l = put_records(&client, &stream, next..next + 100, 64, &|_| false).await;
-            ledger.records.extend(l.records);
-            next += 100;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        ledger
-    })
+    integration_tests::steady_producer(client, stream, 100, Duration::from_millis(100), stop)
 }
 
 /// Issue 14, defect 6: pages read by shards whose pipeline is full were held outside every byte

@@ -184,6 +184,135 @@ async fn records_of_many_items_land_every_item_once_in_shard_order() {
     assert_eq!(total, 12_000);
 }
 
+/// How a round of [`held_once_across_restarts`] ends.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    /// SIGKILL at a random moment (mid-batch, mid-emit, between emit and checkpoint).
+    Kill,
+    /// SIGTERM: the buffers drain (batches close for the drain), then a restart.
+    Term,
+}
+
+/// Issue 16: a quiet shard at the tip closes its batches by age (or, on SIGTERM, by the drain) —
+/// closes the records alone cannot reproduce, so a restart used to re-form them differently and
+/// write items a second time under other keys (RELIABILITY.md, the chaos figures of 2026-11-25). The
+/// boundary of each such batch is stored before it is emitted: after every kill or restart each item
+/// is in exactly one object.
+async fn held_once_across_restarts(stop: Stop) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("s3-once");
+    client.create(&stream, 2).await.unwrap();
+    let bucket = stack.bucket().await;
+    let s3 = stack.s3().await;
+    // Checkpoints through a slow link to the lease table: a kill lands between an emit and its
+    // checkpoint often, where a batch re-formed differently would be written twice.
+    let slow_table = FaultProxy::slow(&stack.dynamodb, Duration::from_millis(400)).await;
+    let work = Workdir::new();
+    let config = work.config(&s3_pipeline(
+        &stream,
+        &stack,
+        &bucket,
+        "prefix = \"once/\", format = \"ndjson\", key = \"{prefix}{shard}/{batch_id}{ext}\"",
+        &format!(
+            "buffer = {{ max_records = 1000, max_age = \"700ms\" }}\ncheckpoint = {{ type = \"dynamodb\", table = \"{}\", endpoint = \"{}\", worker_id = \"w\", failover_time = \"3s\" }}",
+            unique("once-leases"),
+            slow_table.url
+        ),
+    ));
+    let halt = Arc::new(AtomicBool::new(false));
+    let producer = integration_tests::steady_producer(
+        client.clone(),
+        stream.clone(),
+        7,
+        Duration::from_millis(150),
+        halt.clone(),
+    );
+    // Listing only (an object being written may be listed before it can be read); s3s-fs may
+    // answer a listing that races a write with InternalError, and the poll asks again.
+    let count = async || {
+        let l = s3
+            .list_objects_v2()
+            .bucket(&bucket)
+            .prefix("once/")
+            .send()
+            .await;
+        l.ok().map(|l| l.contents().len())
+    };
+    for round in 0..4 {
+        let mut c = Connector::start(work.dir.path(), &config, "p", &[], &[]);
+        let (before, _) =
+            integration_tests::poll(Duration::from_secs(10), "a listing", count).await;
+        let target = before + 2 + round % 2;
+        integration_tests::poll(
+            Duration::from_secs(60),
+            "objects closed by age",
+            async || count().await.filter(|n| *n >= target),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 700)).await;
+        match stop {
+            Stop::Kill => c.kill(),
+            Stop::Term => {
+                c.terminate();
+                assert!(
+                    c.wait(Duration::from_secs(60)).success(),
+                    "{}",
+                    c.log_tail(20)
+                );
+            }
+        }
+    }
+    halt.store(true, Ordering::SeqCst);
+    let ledger = producer.await.unwrap();
+    Connector::run_until_tip(work.dir.path(), &config, "p", &[]);
+    let objects = s3_objects(&s3, &bucket, "once/").await;
+    let mut held: HashMap<u64, Vec<&str>> = HashMap::new();
+    for (key, body) in &objects {
+        let ids = ids_of(body);
+        assert!(
+            ids.len() < 1000,
+            "{key}: a batch closed by count; the test wants age closes"
+        );
+        for id in ids {
+            held.entry(id).or_default().push(key);
+        }
+    }
+    let lost: Vec<u64> = ledger
+        .records
+        .keys()
+        .filter(|id| !held.contains_key(id))
+        .copied()
+        .collect();
+    let twice: Vec<(&u64, &Vec<&str>)> = held.iter().filter(|(_, k)| k.len() > 1).collect();
+    eprintln!(
+        "{stop:?}: {} records, {} objects, {} lost, {} held twice",
+        ledger.records.len(),
+        objects.len(),
+        lost.len(),
+        twice.len()
+    );
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    assert!(
+        twice.is_empty(),
+        "{} items held twice, e.g. {:?}",
+        twice.len(),
+        twice.first()
+    );
+    assert!(objects.len() >= 8, "{} objects", objects.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_closed_by_age_are_held_once_across_sigkills() {
+    held_once_across_restarts(Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_closed_by_a_sigterm_drain_are_held_once_after_the_restart() {
+    held_once_across_restarts(Stop::Term).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_leave_the_same_object_keys_as_an_uninterrupted_run() {
     let stack = Stack::from_env();

@@ -122,6 +122,33 @@ pub fn render(o: &Observed) -> String {
         o.consumer.leases_held(),
     );
 
+    metric(
+        "kc_boundary_writes_total",
+        "counter",
+        "Checkpoint-store writes that recorded where a batch the records cannot re-form closed (age, drain, memory pressure), before it was emitted.",
+        m.boundary_writes,
+    );
+    // Why batches closed: count and bytes re-form from the records alone after a restart; age, drain
+    // and pressure need a stored boundary; `boundary` is a batch closed at one stored earlier.
+    let name = "kc_batches_closed_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Batches closed, by reason.\n# TYPE {name} counter"
+    );
+    for (reason, value) in [
+        ("count", m.batches_closed_by_count),
+        ("bytes", m.batches_closed_by_bytes),
+        ("age", m.batches_closed_by_age),
+        ("drain", m.batches_closed_by_drain),
+        ("pressure", m.batches_closed_by_pressure),
+        ("boundary", m.batches_closed_at_boundary),
+    ] {
+        let _ = writeln!(
+            out,
+            "{name}{{pipeline=\"{p}\",reason=\"{reason}\"}} {value}"
+        );
+    }
+
     let h = o.pipeline_metrics.emit_latency();
     let name = "kc_emit_latency_seconds";
     let _ = writeln!(

@@ -219,6 +219,10 @@ pub async fn run_pipeline(
         pipeline = %name,
         records = metrics.records_in, emitted = metrics.items_emitted, filtered = metrics.items_filtered,
         dead_lettered = metrics.dead_lettered, retries = metrics.retries,
+        closed_by_count = metrics.batches_closed_by_count, closed_by_bytes = metrics.batches_closed_by_bytes,
+        closed_by_age = metrics.batches_closed_by_age, closed_by_drain = metrics.batches_closed_by_drain,
+        closed_by_pressure = metrics.batches_closed_by_pressure, closed_at_boundary = metrics.batches_closed_at_boundary,
+        boundary_writes = metrics.boundary_writes,
         "pipeline stopped"
     );
     Ok(metrics)
