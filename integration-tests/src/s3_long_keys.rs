@@ -325,11 +325,8 @@ impl S3 for LongKeys {
         let prefix = input.prefix.as_deref().unwrap_or("");
         let delimiter = input.delimiter.as_deref().filter(|d| !d.is_empty());
         // Objects and common prefixes, by the real key: a BTreeMap orders them as S3 does (bytes).
-        enum Entry {
-            Object(Object),
-            Prefix,
-        }
-        let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+        // (None: a common prefix.)
+        let mut entries: BTreeMap<String, Option<Object>> = BTreeMap::new();
         for mut o in stored {
             let Some(name) = o.key.take() else { continue };
             let Some(key) = self.real_key(&bucket, &name).await else {
@@ -339,10 +336,10 @@ impl S3 for LongKeys {
                 continue;
             };
             if let Some(cut) = delimiter.and_then(|d| rest.find(d).map(|at| at + d.len())) {
-                entries.insert(format!("{prefix}{}", &rest[..cut]), Entry::Prefix);
+                entries.insert(format!("{prefix}{}", &rest[..cut]), None);
             } else {
                 o.key = Some(key.clone());
-                entries.insert(key, Entry::Object(o));
+                entries.insert(key, Some(o));
             }
         }
 
@@ -364,8 +361,8 @@ impl S3 for LongKeys {
                 break;
             };
             match entry {
-                Entry::Object(o) => contents.push(o),
-                Entry::Prefix => common_prefixes.push(CommonPrefix {
+                Some(o) => contents.push(o),
+                None => common_prefixes.push(CommonPrefix {
                     prefix: Some(key.clone()),
                 }),
             }
