@@ -9,6 +9,7 @@ pub mod dynamodb;
 pub mod fault_proxy;
 pub mod opensearch;
 pub mod redshift_data;
+pub mod s3_long_keys;
 pub mod tcp_switch;
 pub mod tls_front;
 

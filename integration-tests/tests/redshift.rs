@@ -37,7 +37,8 @@ async fn pg() -> tokio_postgres::Client {
 }
 
 /// The emitter's options (as a TOML table body) for `table` (and its own loaded-files table
-/// `{table}_loaded`) on the stand-in at `endpoint`, staging with the short key `{prefix}{batch_id}{ext}`.
+/// `{table}_loaded`) on the stand-in at `endpoint`, staging with the default key template
+/// (`{prefix}{pipeline}/{yyyy}/{MM}/{dd}/{shard}-{first_sequence}-{last_sequence}{ext}`).
 fn emitter_options(
     stack: &Stack,
     endpoint: &str,
@@ -46,7 +47,7 @@ fn emitter_options(
     extra: &str,
 ) -> String {
     format!(
-        r#"type = "redshift", cluster_identifier = "local", database = "postgres", db_user = "postgres", endpoint = "{endpoint}", table = "{table}", loaded_files_table = "{table}_loaded", iam_role = "{ROLE}", poll_interval = "10ms", max_poll_interval = "100ms", staging = {{ bucket = "{bucket}", endpoint = "{s3}", prefix = "s/", key = "{{prefix}}{{batch_id}}{{ext}}" }}{extra}"#,
+        r#"type = "redshift", cluster_identifier = "local", database = "postgres", db_user = "postgres", endpoint = "{endpoint}", table = "{table}", loaded_files_table = "{table}_loaded", iam_role = "{ROLE}", poll_interval = "10ms", max_poll_interval = "100ms", staging = {{ bucket = "{bucket}", endpoint = "{s3}", prefix = "s/" }}{extra}"#,
         s3 = stack.s3
     )
 }
@@ -681,8 +682,8 @@ async fn csv_plain_copies_serverless_and_multi_file_manifests_load_what_was_sent
         r#", columns = ["id", "kind", "at"], timeformat = "epochmillisecs", compression = "none""#,
     )
     .replace(
-        "key = \"{prefix}{batch_id}{ext}\"",
-        "key = \"{prefix}{field:kind}/{batch_id}{ext}\"",
+        "prefix = \"s/\" }",
+        "prefix = \"s/\", key = \"{prefix}{pipeline}/{yyyy}/{MM}/{dd}/{field:kind}/{shard}-{first_sequence}-{last_sequence}{ext}\" }",
     );
     let e = direct_emitter(&options).await;
     e.check().await.unwrap();

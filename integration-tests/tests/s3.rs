@@ -10,8 +10,10 @@ use std::time::Duration;
 use integration_tests::fault_proxy::FaultProxy;
 use integration_tests::{Connector, Ledger, Stack, Workdir, put_records, s3_objects, unique};
 
-/// A key template without the date path, short enough for s3s-fs (see `Stack::bucket`).
-const SHORT_KEY: &str = "key = \"{prefix}{shard}-{first_sequence}-{last_sequence}{ext}\"";
+/// No `key` option: the emitter's default key template,
+/// `{prefix}{pipeline}/{yyyy}/{MM}/{dd}/{HH}/{shard}-{first_sequence}-{last_sequence}{ext}` — as a user's
+/// configuration would have it (the local S3 takes S3-length keys).
+const DEFAULT_KEY: &str = "";
 
 fn s3_pipeline(
     stream: &str,
@@ -153,8 +155,7 @@ async fn records_of_many_items_land_every_item_once_in_shard_order() {
             &stream,
             &stack,
             &bucket,
-            // The sequence range of a later item's batch is too long for s3s-fs's file names.
-            "prefix = \"multi/\", format = \"ndjson\", key = \"{prefix}{shard}/{batch_id}{ext}\"",
+            "prefix = \"multi/\", format = \"ndjson\"",
             "buffer = { max_records = 500, max_age = \"1h\" }",
         )
         .replace("type = \"json\"", "type = \"json_lines\""),
@@ -165,7 +166,9 @@ async fn records_of_many_items_land_every_item_once_in_shard_order() {
     assert!(objects.len() >= 24, "{} objects", objects.len());
     let mut by_shard: HashMap<String, Vec<Vec<u64>>> = HashMap::new();
     for (key, body) in &objects {
-        let shard = key.split('/').nth(1).unwrap().to_owned();
+        // The default key: multi/p/yyyy/MM/dd/HH/{shard}-{first_sequence}-{last_sequence}.ndjson
+        let name = key.rsplit('/').next().unwrap();
+        let shard: String = name.splitn(3, '-').take(2).collect::<Vec<_>>().join("-");
         let ids = ids_of(body);
         assert!(ids.len() <= 500, "{key}: {} items", ids.len());
         by_shard.entry(shard).or_default().push(ids);
@@ -214,7 +217,7 @@ async fn held_once_across_restarts(stop: Stop) {
         &stream,
         &stack,
         &bucket,
-        "prefix = \"once/\", format = \"ndjson\", key = \"{prefix}{shard}/{batch_id}{ext}\"",
+        "prefix = \"once/\", format = \"ndjson\"",
         &format!(
             "buffer = {{ max_records = 1000, max_age = \"700ms\" }}\ncheckpoint = {{ type = \"dynamodb\", table = \"{}\", endpoint = \"{}\", worker_id = \"w\", failover_time = \"3s\" }}",
             unique("once-leases"),
@@ -328,7 +331,7 @@ async fn sigkill_and_restart_leave_the_same_object_keys_as_an_uninterrupted_run(
             &stream,
             &stack,
             &bucket,
-            &format!("prefix = \"{prefix}\", {SHORT_KEY}"),
+            &format!("prefix = \"{prefix}\""),
             "buffer = { max_records = 150, max_age = \"1h\" }",
         )
         .replace(
@@ -427,17 +430,11 @@ async fn gzip_zstd_and_parquet_objects_are_read_by_standard_tools() {
     let dir = tempfile::tempdir().unwrap();
 
     let cases = [
-        (
-            "gz",
-            "compression = \"gzip\", prefix = \"gz/\", key = \"{prefix}{shard}-{first_sequence}-{last_sequence}{ext}\"",
-        ),
-        (
-            "zst",
-            "compression = \"zstd\", prefix = \"zst/\", key = \"{prefix}{shard}-{first_sequence}-{last_sequence}{ext}\"",
-        ),
+        ("gz", "compression = \"gzip\", prefix = \"gz/\""),
+        ("zst", "compression = \"zstd\", prefix = \"zst/\""),
         (
             "parquet",
-            "format = \"parquet\", compression = \"zstd\", prefix = \"parquet/\", key = \"{prefix}{shard}-{first_sequence}-{last_sequence}{ext}\", schema = [{ name = \"id\", type = \"int64\" }, { name = \"key\", type = \"string\" }, { name = \"n\", type = \"int64\" }, { name = \"pad\", type = \"string\" }]",
+            "format = \"parquet\", compression = \"zstd\", prefix = \"parquet/\", schema = [{ name = \"id\", type = \"int64\" }, { name = \"key\", type = \"string\" }, { name = \"n\", type = \"int64\" }, { name = \"pad\", type = \"string\" }]",
         ),
     ];
     for (name, options) in cases {
@@ -541,12 +538,12 @@ async fn a_batch_larger_than_the_part_size_is_uploaded_in_parts() {
     let proxy = FaultProxy::start(&stack.s3, Arc::new(|_, _, _, _, _| None)).await;
 
     let work = Workdir::new();
-    // s3s-fs names multipart state after base64(key) plus the upload id: keep the key very short there.
+    // The default key template here too (s3s-fs alone named multipart state after the whole key).
     let text = s3_pipeline(
         &stream,
         &stack,
         &bucket,
-        "part_size = \"5MiB\", key = \"{batch_id}{ext}\"",
+        "part_size = \"5MiB\"",
         "buffer = { max_records = 100000, max_bytes = \"64MiB\", max_age = \"1h\" }",
     )
     .replace(
@@ -599,7 +596,7 @@ async fn cross_shard_batching_over_sixteen_quiet_shards_writes_far_fewer_objects
             &stream,
             &stack,
             &bucket,
-            &format!("prefix = \"{prefix}\", {SHORT_KEY}"),
+            &format!("prefix = \"{prefix}\""),
             &format!(
                 "buffer = {{ max_records = 400, max_age = \"1h\", batch_across_shards = {across} }}"
             ),
@@ -703,7 +700,7 @@ async fn slow_down_and_server_errors_are_retried_and_the_objects_land() {
     )
     .await;
     let work = Workdir::new();
-    let text = s3_pipeline(&stream, &stack, &bucket, SHORT_KEY, "buffer = { max_records = 500, max_age = \"1h\" }\nretry = { base_delay = \"50ms\", max_delay = \"200ms\" }")
+    let text = s3_pipeline(&stream, &stack, &bucket, DEFAULT_KEY, "buffer = { max_records = 500, max_age = \"1h\" }\nretry = { base_delay = \"50ms\", max_delay = \"200ms\" }")
         .replace(&format!("endpoint = \"{}\", ", stack.s3), &format!("endpoint = \"{}\", ", proxy.url));
     let config = work.config(&text);
     Connector::run_until_tip(work.dir.path(), &config, "p", &[]);
@@ -750,7 +747,7 @@ async fn a_worker_started_while_s3_is_down_waits_for_it_then_delivers_everything
         &stream,
         &stack,
         &bucket,
-        SHORT_KEY,
+        DEFAULT_KEY,
         "retry = { base_delay = \"50ms\", max_delay = \"300ms\" }",
     )
     .replace(
@@ -805,4 +802,196 @@ fn a_worker_stopped_while_s3_is_down_at_start_exits_cleanly() {
     let status = c.wait(Duration::from_secs(10));
     assert!(status.success(), "{status:?}\n{}", c.log_tail(30));
     assert!(c.log().contains("stopped before the sink was ready"));
+}
+
+/// S3 takes keys up to 1,024 bytes, and so must the local S3 (s3s-fs alone failed every PutObject of a
+/// key over ~150 bytes with InternalError): a 1,000-byte key is written, read, listed — by prefix,
+/// with a delimiter, in byte order among short keys, one per page — copied, uploaded in parts and
+/// deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_s3_writes_and_lists_a_1000_byte_key() {
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+
+    let stack = Stack::from_env();
+    let bucket = stack.bucket().await;
+    let s3 = stack.s3().await;
+    // Path segments of 99 bytes plus '/', then one 200-byte segment: 1,000 bytes.
+    let long = format!(
+        "a/{}{}",
+        format!("{}/", "x".repeat(99)).repeat(8),
+        "y".repeat(198)
+    );
+    assert_eq!(long.len(), 1_000);
+    let flat = format!("a/{}", "z".repeat(998)); // one 998-byte segment (over the 255-byte file-name limit)
+    let keys = [
+        "a/0-short".to_owned(),
+        long.clone(),
+        flat.clone(),
+        "b/short".to_owned(),
+    ];
+    for k in &keys {
+        s3.put_object()
+            .bucket(&bucket)
+            .key(k)
+            .body(ByteStream::from(k.clone().into_bytes()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PutObject of a {}-byte key: {e:?}", k.len()));
+    }
+    let body = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(&long)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        body.body.collect().await.unwrap().into_bytes(),
+        long.as_bytes()
+    );
+    let head = s3
+        .head_object()
+        .bucket(&bucket)
+        .key(&flat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_length(), Some(1_000));
+
+    // Listing: every key by prefix, in byte order.
+    let listed: Vec<String> = s3_objects(&s3, &bucket, "a/")
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let mut expected = vec![keys[0].clone(), long.clone(), flat.clone()];
+    expected.sort();
+    assert_eq!(listed, expected);
+    // One key per page: the continuation token carries over the long keys too.
+    let mut paged = Vec::new();
+    let mut token = None;
+    loop {
+        let out = s3
+            .list_objects_v2()
+            .bucket(&bucket)
+            .max_keys(1)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        assert!(out.contents().len() <= 1);
+        paged.extend(
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+        match out.next_continuation_token() {
+            Some(t) => token = Some(t.to_owned()),
+            None => break,
+        }
+    }
+    let mut all = keys.to_vec();
+    all.sort();
+    assert_eq!(paged, all);
+    // A delimiter folds the long key into its common prefix.
+    let out = s3
+        .list_objects_v2()
+        .bucket(&bucket)
+        .prefix("a/")
+        .delimiter("/")
+        .send()
+        .await
+        .unwrap();
+    let objects: Vec<_> = out.contents().iter().filter_map(|o| o.key()).collect();
+    let prefixes: Vec<_> = out
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
+    assert_eq!(objects, [keys[0].as_str(), flat.as_str()]);
+    assert_eq!(prefixes, [format!("a/{}/", "x".repeat(99))]);
+
+    // Copy to another long key, a multipart upload to a long key, then delete.
+    let copy = format!("{long}-copy");
+    s3.copy_object()
+        .bucket(&bucket)
+        .key(&copy)
+        .copy_source(format!("{bucket}/{long}"))
+        .send()
+        .await
+        .unwrap();
+    let got = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(&copy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes(),
+        long.as_bytes()
+    );
+    let parts_key = format!("m/{}", "p".repeat(1_000));
+    let up = s3
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key(&parts_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.key(), Some(parts_key.as_str()));
+    let upload_id = up.upload_id().unwrap();
+    let part = s3
+        .upload_part()
+        .bucket(&bucket)
+        .key(&parts_key)
+        .upload_id(upload_id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"in parts"))
+        .send()
+        .await
+        .unwrap();
+    s3.complete_multipart_upload()
+        .bucket(&bucket)
+        .key(&parts_key)
+        .upload_id(upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .parts(
+                    CompletedPart::builder()
+                        .part_number(1)
+                        .set_e_tag(part.e_tag().map(str::to_owned))
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let got = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(&parts_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"in parts"
+    );
+    for k in [&long, &copy, &parts_key] {
+        s3.delete_object()
+            .bucket(&bucket)
+            .key(k)
+            .send()
+            .await
+            .unwrap();
+    }
+    let left: Vec<String> = s3_objects(&s3, &bucket, "")
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(left, [keys[0].clone(), flat.clone(), keys[3].clone()]);
 }

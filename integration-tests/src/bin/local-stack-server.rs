@@ -3,7 +3,8 @@
 //! * `local-stack-server kinesis --port P` — ferrokinesis (Kinesis API, JSON protocol), on 127.0.0.1
 //!   only (the ferrokinesis binary itself binds 0.0.0.0), streams created and resharded without delay.
 //! * `local-stack-server s3 --port P --root DIR` — s3s-fs (S3 API over a directory), path-style, with
-//!   access key `AKIAX` / secret `x` (the stack exports matching credentials).
+//!   access key `AKIAX` / secret `x` (the stack exports matching credentials), behind
+//!   [`integration_tests::s3_long_keys`] so that keys up to 1,024 bytes work as on S3.
 //!
 //! * `local-stack-server redshift-data --port P --s3 URL` — the Redshift Data API stand-in
 //!   ([`integration_tests::redshift_data`]): Data API JSON protocol, statements run on the PostgreSQL
@@ -101,7 +102,8 @@ async fn s3(
     use hyper_util::server::conn::auto::Builder;
 
     std::fs::create_dir_all(&root)?;
-    let fs = s3s_fs::FileSystem::new(&root).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    // s3s-fs behind our layer that takes keys up to S3's 1,024 bytes (s3s-fs alone fails over ~150).
+    let fs = integration_tests::s3_long_keys::LongKeys::new(&root)?;
     let mut builder = s3s::service::S3ServiceBuilder::new(fs);
     builder.set_auth(s3s::auth::SimpleAuth::from_single(access_key, secret_key));
     let service = builder.build();
