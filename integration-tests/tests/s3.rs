@@ -194,6 +194,9 @@ enum Stop {
     Kill,
     /// SIGTERM: the buffers drain (batches close for the drain), then a restart.
     Term,
+    /// SIGKILL while a second worker runs: the killed worker's leases move to it mid-batch (after
+    /// the failover time), and the restarted one steals its share back (leases move again).
+    Move,
 }
 
 /// Issue 16: a quiet shard at the tip closes its batches by age (or, on SIGTERM, by the drain) —
@@ -219,7 +222,7 @@ async fn held_once_across_restarts(stop: Stop) {
         &bucket,
         "prefix = \"once/\", format = \"ndjson\"",
         &format!(
-            "buffer = {{ max_records = 1000, max_age = \"700ms\" }}\ncheckpoint = {{ type = \"dynamodb\", table = \"{}\", endpoint = \"{}\", worker_id = \"w\", failover_time = \"3s\" }}",
+            "buffer = {{ max_records = 1000, max_age = \"700ms\" }}\ncheckpoint = {{ type = \"dynamodb\", table = \"{}\", endpoint = \"{}\", worker_id = \"${{WORKER}}\", failover_time = \"3s\" }}",
             unique("once-leases"),
             slow_table.url
         ),
@@ -243,11 +246,16 @@ async fn held_once_across_restarts(stop: Stop) {
             .await;
         l.ok().map(|l| l.contents().len())
     };
+    let worker = |name: &str| vec![("WORKER", name.to_owned())];
+    let mut other = matches!(stop, Stop::Move)
+        .then(|| Connector::start(work.dir.path(), &config, "p", &[], &worker("b")));
     for round in 0..4 {
-        let mut c = Connector::start(work.dir.path(), &config, "p", &[], &[]);
+        let mut c = Connector::start(work.dir.path(), &config, "p", &[], &worker("w"));
         let (before, _) =
             integration_tests::poll(Duration::from_secs(10), "a listing", count).await;
-        let target = before + 2 + round % 2;
+        // With two workers writing, a round waits for more objects (more kills mid-batch).
+        let per_round = if matches!(stop, Stop::Move) { 5 } else { 2 };
+        let target = before + per_round + round % 2;
         integration_tests::poll(
             Duration::from_secs(60),
             "objects closed by age",
@@ -256,7 +264,7 @@ async fn held_once_across_restarts(stop: Stop) {
         .await;
         tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 700)).await;
         match stop {
-            Stop::Kill => c.kill(),
+            Stop::Kill | Stop::Move => c.kill(),
             Stop::Term => {
                 c.terminate();
                 assert!(
@@ -269,7 +277,20 @@ async fn held_once_across_restarts(stop: Stop) {
     }
     halt.store(true, Ordering::SeqCst);
     let ledger = producer.await.unwrap();
-    Connector::run_until_tip(work.dir.path(), &config, "p", &[]);
+    if let Some(mut b) = other.take() {
+        assert!(
+            b.log().contains("lease taken"),
+            "the second worker never took a lease\n{}",
+            b.log_tail(20)
+        );
+        b.terminate();
+        assert!(
+            b.wait(Duration::from_secs(60)).success(),
+            "{}",
+            b.log_tail(20)
+        );
+    }
+    Connector::run_until_tip(work.dir.path(), &config, "p", &worker("w"));
     let objects = s3_objects(&s3, &bucket, "once/").await;
     let mut held: HashMap<u64, Vec<&str>> = HashMap::new();
     for (key, body) in &objects {
@@ -314,6 +335,11 @@ async fn batches_closed_by_age_are_held_once_across_sigkills() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_closed_by_a_sigterm_drain_are_held_once_after_the_restart() {
     held_once_across_restarts(Stop::Term).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_leases_moved_between_workers_mid_batch_are_held_once() {
+    held_once_across_restarts(Stop::Move).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
