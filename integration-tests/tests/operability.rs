@@ -100,6 +100,22 @@ async fn metrics_show_the_exact_emitted_and_dead_lettered_counts_and_health_answ
         "{page}"
     );
     assert_eq!(metric(&page, "kc_leases_held"), Some(2.0), "{page}");
+    // Every batch closed for one reason: their count is on the page, each reason a series.
+    let closed: f64 = ["count", "bytes", "age", "drain", "pressure", "boundary"]
+        .iter()
+        .map(|r| {
+            let series = format!("kc_batches_closed_total{{pipeline=\"p\",reason=\"{r}\"}} ");
+            page.lines()
+                .find_map(|l| l.strip_prefix(&series))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {series}in\n{page}"))
+        })
+        .sum();
+    assert!(closed >= 1.0, "{page}");
+    assert!(
+        metric(&page, "kc_boundary_writes_total").is_some(),
+        "{page}"
+    );
     assert!(
         page.contains(
             "kc_emit_latency_seconds_bucket{pipeline=\"p\",emitter=\"file\",le=\"+Inf\"}"
