@@ -124,8 +124,6 @@ struct RunningShard {
 struct Scan {
     leases: BTreeMap<String, Lease>,
     expired: HashSet<String>,
-    /// When each lease's current counter was first seen (shared stores only).
-    first_seen: HashMap<String, Instant>,
 }
 
 impl Worker {
@@ -248,7 +246,7 @@ impl Worker {
                 lock(&held).remove(&shard);
             }
             if !cancel.is_cancelled() {
-                self.take_leases(&me, &scan, &held).await;
+                self.take_leases(&me, &scan, &clock, &held).await;
             }
             self.metrics.set_leases_held(lock(&held).len());
             // Start reading held shards whose parents are done.
@@ -411,18 +409,13 @@ impl Worker {
             // One process owns the embedded store: whatever a previous run held is ours.
             list.iter().map(|l| l.shard_id.clone()).collect()
         };
-        let first_seen = list
-            .iter()
-            .filter_map(|l| Some((l.shard_id.clone(), clock.first_seen(&l.shard_id)?)))
-            .collect();
         Ok(Scan {
             leases: list.into_iter().map(|l| (l.shard_id.clone(), l)).collect(),
             expired,
-            first_seen,
         })
     }
 
-    async fn take_leases(&self, me: &str, scan: &Scan, held: &Held) {
+    async fn take_leases(&self, me: &str, scan: &Scan, clock: &ExpiryClock, held: &Held) {
         let views: Vec<LeaseView> = {
             let held = lock(held);
             scan.leases
@@ -475,7 +468,7 @@ impl Worker {
                     // counter was first seen here; reading waits for that (see `readable_from`).
                     let readable_from = match (stolen, timing) {
                         (true, Some(t)) => {
-                            scan.first_seen.get(shard).copied().unwrap_or(sent_at) + t.failover_time
+                            clock.first_seen(shard).unwrap_or(sent_at) + t.failover_time
                         }
                         _ => sent_at,
                     };
@@ -833,7 +826,6 @@ mod tests {
                 .map(|l| (l.shard_id.clone(), l.clone()))
                 .collect(),
             expired: expired.iter().map(|s| s.to_string()).collect(),
-            first_seen: HashMap::new(),
         }
     }
 
