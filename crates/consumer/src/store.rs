@@ -307,22 +307,19 @@ impl LeaseStore for FileCheckpointStore {
     ) -> Result<Option<u64>, StoreError> {
         self.update(|s| match s.get_mut(shard) {
             Some(l) if l.counter == expected && l.owner.as_deref() == Some(owner) => {
-                let checkpoint = checkpoint.unwrap_or(&l.checkpoint).clone();
-                let checkpoint = &checkpoint;
-                if l.checkpoint == *checkpoint && l.resume == *resume {
+                // The checkpoint to write, if it moved (`None` keeps the stored one).
+                let moved = checkpoint.filter(|c| **c != l.checkpoint);
+                if moved.is_none() && l.resume == *resume {
                     return Ok((Some(l.counter), false));
                 }
-                if l.checkpoint != *checkpoint && !checkpoint.may_replace(&l.checkpoint) {
-                    return Err(StoreError::Rejected {
-                        shard: shard.to_owned(),
-                        message: format!(
-                            "{checkpoint} does not follow the stored {}",
-                            l.checkpoint
-                        ),
-                    });
-                }
-                if l.checkpoint != *checkpoint {
-                    l.checkpoint = checkpoint.clone();
+                if let Some(c) = moved {
+                    if !c.may_replace(&l.checkpoint) {
+                        return Err(StoreError::Rejected {
+                            shard: shard.to_owned(),
+                            message: format!("{c} does not follow the stored {}", l.checkpoint),
+                        });
+                    }
+                    l.checkpoint = c.clone();
                     l.owner_switches = 0;
                     l.updated_at = Some(Utc::now());
                 }
