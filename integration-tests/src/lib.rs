@@ -190,6 +190,46 @@ pub fn steady_producer(
     })
 }
 
+/// What a held-once test of batches closed by age needs (issue 16): a `buffer` that closes by age
+/// on quiet shards (`max_records` never reached), and checkpoints through a slow (400 ms) link to a
+/// DynamoDB lease table, so a kill lands between an emit and its checkpoint often (with the file
+/// store the window is a few ms and a test would not tell). Returns the link (keep it alive) and the
+/// pipeline's `buffer` and `checkpoint` lines for `worker_id`; feed the stream with
+/// [`trickle_producer`].
+pub async fn age_closes_with_slow_checkpoints(
+    stack: &Stack,
+    worker_id: &str,
+) -> (fault_proxy::FaultProxy, String) {
+    let link = fault_proxy::FaultProxy::slow(&stack.dynamodb, Duration::from_millis(400)).await;
+    let lines = format!(
+        "buffer = {{ max_records = 1000, max_age = \"700ms\" }}\ncheckpoint = {{ type = \"dynamodb\", table = \"{}\", endpoint = \"{}\", worker_id = \"{worker_id}\", failover_time = \"3s\" }}",
+        unique("once-leases"),
+        link.url
+    );
+    (link, lines)
+}
+
+/// A producer slow enough that every shard's batches close by age: 7 records every 150 ms, until
+/// `halt` is set.
+pub fn trickle_producer(
+    client: StreamClient,
+    stream: String,
+    halt: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Ledger> {
+    steady_producer(client, stream, 7, Duration::from_millis(150), halt)
+}
+
+/// The rows of the demo's summary table (`PIPELINE SINK PUT DELIVERED FILTERED DEAD LANDED EXPECTED
+/// MATCH WHERE`): the lines after its header, up to the first blank one.
+pub fn demo_summary_rows(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("PIPELINE"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .collect()
+}
+
 /// Puts `records` records of `lines` JSON lines each (for the `json_lines` transformer: one item per
 /// line), keys `k-{record % keys}`. Item `i` of record `r` is the test record of id `r * lines + i`;
 /// the ledger maps each item id to its record's shard and sequence number.
@@ -534,12 +574,14 @@ pub async fn private_kinesis(options: ferrokinesis::store::StoreOptions) -> Stri
     serve_local(app).await
 }
 
-/// Every object under `prefix` in `bucket`: (key, body), keys in lexicographic order (all pages).
-pub async fn s3_objects(
+/// Every key under `prefix` in `bucket`, in the order the server lists them, over all pages; with
+/// `page`, pages of at most that many keys (each page is checked to hold no more).
+pub async fn s3_keys(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     prefix: &str,
-) -> Vec<(String, Vec<u8>)> {
+    page: Option<i32>,
+) -> Vec<String> {
     let mut keys = Vec::new();
     let mut token = None;
     loop {
@@ -547,10 +589,17 @@ pub async fn s3_objects(
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
+            .set_max_keys(page)
             .set_continuation_token(token)
             .send()
             .await
             .unwrap();
+        if let Some(page) = page {
+            assert!(
+                out.contents().len() <= page as usize,
+                "a page over {page} keys"
+            );
+        }
         keys.extend(
             out.contents()
                 .iter()
@@ -561,21 +610,38 @@ pub async fn s3_objects(
             None => break,
         }
     }
+    keys
+}
+
+/// The body of the object `key` in `bucket`.
+pub async fn s3_body(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes()
+        .to_vec()
+}
+
+/// Every object under `prefix` in `bucket`: (key, body), keys in lexicographic order (all pages).
+pub async fn s3_objects(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Vec<(String, Vec<u8>)> {
+    let mut keys = s3_keys(client, bucket, prefix, None).await;
     keys.sort();
     let mut out = Vec::new();
     for k in keys {
-        let body = client
-            .get_object()
-            .bucket(bucket)
-            .key(&k)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap();
-        out.push((k, body.into_bytes().to_vec()));
+        let body = s3_body(client, bucket, &k).await;
+        out.push((k, body));
     }
     out
 }

@@ -128,12 +128,7 @@ fn the_demo_runs_from_a_fresh_clone_in_a_0700_directory() {
     .unwrap();
     assert!(output.status.success(), "{}", text(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let rows: Vec<&str> = stdout
-        .lines()
-        .skip_while(|l| !l.starts_with("PIPELINE"))
-        .skip(1)
-        .take_while(|l| !l.trim().is_empty())
-        .collect();
+    let rows = integration_tests::demo_summary_rows(&stdout);
     assert_eq!(rows.len(), 6, "{stdout}");
     assert!(
         rows.iter()

@@ -441,12 +441,7 @@ fn the_demo_prints_matching_counts_for_every_pipeline() {
         "demo failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let rows: Vec<&str> = stdout
-        .lines()
-        .skip_while(|l| !l.starts_with("PIPELINE"))
-        .skip(1)
-        .take_while(|l| !l.trim().is_empty())
-        .collect();
+    let rows = integration_tests::demo_summary_rows(&stdout);
     let sinks: Vec<&str> = rows
         .iter()
         .map(|r| r.split_whitespace().nth(1).unwrap())

@@ -193,7 +193,8 @@ async fn batches_closed_by_age_are_loaded_once_across_sigkills() {
     client.create(&stream, 2).await.unwrap();
     let bucket = stack.bucket().await;
     let table = table_name();
-    let slow_table = FaultProxy::slow(&stack.dynamodb, Duration::from_millis(400)).await;
+    let (_slow_table, lines) =
+        integration_tests::age_closes_with_slow_checkpoints(&stack, "w").await;
     let emitter = emitter_options(
         &stack,
         &rs.url,
@@ -202,24 +203,10 @@ async fn batches_closed_by_age_are_loaded_once_across_sigkills() {
         &format!(", columns = {COLUMNS}, create_table = true"),
     );
     let work = Workdir::new();
-    let config = work.config(&pipeline(
-        &stream,
-        &stack,
-        &emitter,
-        &format!(
-            "buffer = {{ max_records = 1000, max_age = \"700ms\" }}\ncheckpoint = {{ type = \"dynamodb\", table = \"{}\", endpoint = \"{}\", worker_id = \"w\", failover_time = \"3s\" }}",
-            unique("rs-once-leases"),
-            slow_table.url
-        ),
-    ));
+    let config = work.config(&pipeline(&stream, &stack, &emitter, &lines));
     let halt = Arc::new(AtomicBool::new(false));
-    let producer = integration_tests::steady_producer(
-        client.clone(),
-        stream.clone(),
-        7,
-        Duration::from_millis(150),
-        halt.clone(),
-    );
+    let producer =
+        integration_tests::trickle_producer(client.clone(), stream.clone(), halt.clone());
     let pg = pg().await;
     let loads = async || {
         pg.query_one(&format!("SELECT count(*) FROM \"{table}_loaded\""), &[])

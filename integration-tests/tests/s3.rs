@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use integration_tests::fault_proxy::FaultProxy;
-use integration_tests::{Connector, Ledger, Stack, Workdir, put_records, s3_objects, unique};
+use integration_tests::{
+    Connector, Ledger, Stack, Workdir, put_records, s3_body, s3_keys, s3_objects, unique,
+};
 
 /// No `key` option: the emitter's default key template,
 /// `{prefix}{pipeline}/{yyyy}/{MM}/{dd}/{HH}/{shard}-{first_sequence}-{last_sequence}{ext}` — as a user's
@@ -212,29 +214,19 @@ async fn held_once_across_restarts(stop: Stop) {
     client.create(&stream, 2).await.unwrap();
     let bucket = stack.bucket().await;
     let s3 = stack.s3().await;
-    // Checkpoints through a slow link to the lease table: a kill lands between an emit and its
-    // checkpoint often, where a batch re-formed differently would be written twice.
-    let slow_table = FaultProxy::slow(&stack.dynamodb, Duration::from_millis(400)).await;
+    let (_slow_table, lines) =
+        integration_tests::age_closes_with_slow_checkpoints(&stack, "${WORKER}").await;
     let work = Workdir::new();
     let config = work.config(&s3_pipeline(
         &stream,
         &stack,
         &bucket,
         "prefix = \"once/\", format = \"ndjson\"",
-        &format!(
-            "buffer = {{ max_records = 1000, max_age = \"700ms\" }}\ncheckpoint = {{ type = \"dynamodb\", table = \"{}\", endpoint = \"{}\", worker_id = \"${{WORKER}}\", failover_time = \"3s\" }}",
-            unique("once-leases"),
-            slow_table.url
-        ),
+        &lines,
     ));
     let halt = Arc::new(AtomicBool::new(false));
-    let producer = integration_tests::steady_producer(
-        client.clone(),
-        stream.clone(),
-        7,
-        Duration::from_millis(150),
-        halt.clone(),
-    );
+    let producer =
+        integration_tests::trickle_producer(client.clone(), stream.clone(), halt.clone());
     // Listing only (an object being written may be listed before it can be read); s3s-fs may
     // answer a listing that races a write with InternalError, and the poll asks again.
     let count = async || {
@@ -865,17 +857,7 @@ async fn the_local_s3_writes_and_lists_a_1000_byte_key() {
             .await
             .unwrap_or_else(|e| panic!("PutObject of a {}-byte key: {e:?}", k.len()));
     }
-    let body = s3
-        .get_object()
-        .bucket(&bucket)
-        .key(&long)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        body.body.collect().await.unwrap().into_bytes(),
-        long.as_bytes()
-    );
+    assert_eq!(s3_body(&s3, &bucket, &long).await, long.as_bytes());
     let head = s3
         .head_object()
         .bucket(&bucket)
@@ -886,37 +868,12 @@ async fn the_local_s3_writes_and_lists_a_1000_byte_key() {
     assert_eq!(head.content_length(), Some(1_000));
 
     // Listing: every key by prefix, in byte order.
-    let listed: Vec<String> = s3_objects(&s3, &bucket, "a/")
-        .await
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let listed = s3_keys(&s3, &bucket, "a/", None).await;
     let mut expected = vec![keys[0].clone(), long.clone(), flat.clone()];
     expected.sort();
     assert_eq!(listed, expected);
     // One key per page: the continuation token carries over the long keys too.
-    let mut paged = Vec::new();
-    let mut token = None;
-    loop {
-        let out = s3
-            .list_objects_v2()
-            .bucket(&bucket)
-            .max_keys(1)
-            .set_continuation_token(token)
-            .send()
-            .await
-            .unwrap();
-        assert!(out.contents().len() <= 1);
-        paged.extend(
-            out.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
-        match out.next_continuation_token() {
-            Some(t) => token = Some(t.to_owned()),
-            None => break,
-        }
-    }
+    let paged = s3_keys(&s3, &bucket, "", Some(1)).await;
     let mut all = keys.to_vec();
     all.sort();
     assert_eq!(paged, all);
@@ -947,17 +904,7 @@ async fn the_local_s3_writes_and_lists_a_1000_byte_key() {
         .send()
         .await
         .unwrap();
-    let got = s3
-        .get_object()
-        .bucket(&bucket)
-        .key(&copy)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        got.body.collect().await.unwrap().into_bytes(),
-        long.as_bytes()
-    );
+    assert_eq!(s3_body(&s3, &bucket, &copy).await, long.as_bytes());
     let parts_key = format!("m/{}", "p".repeat(1_000));
     let up = s3
         .create_multipart_upload()
@@ -995,17 +942,7 @@ async fn the_local_s3_writes_and_lists_a_1000_byte_key() {
         .send()
         .await
         .unwrap();
-    let got = s3
-        .get_object()
-        .bucket(&bucket)
-        .key(&parts_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        got.body.collect().await.unwrap().into_bytes().as_ref(),
-        b"in parts"
-    );
+    assert_eq!(s3_body(&s3, &bucket, &parts_key).await, b"in parts");
     for k in [&long, &copy, &parts_key] {
         s3.delete_object()
             .bucket(&bucket)
@@ -1014,10 +951,6 @@ async fn the_local_s3_writes_and_lists_a_1000_byte_key() {
             .await
             .unwrap();
     }
-    let left: Vec<String> = s3_objects(&s3, &bucket, "")
-        .await
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let left = s3_keys(&s3, &bucket, "", None).await;
     assert_eq!(left, [keys[0].clone(), flat.clone(), keys[3].clone()]);
 }
