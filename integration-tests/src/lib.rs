@@ -190,23 +190,91 @@ pub fn steady_producer(
     })
 }
 
-/// What a held-once test of batches closed by age needs (issue 16): a `buffer` that closes by age
-/// on quiet shards (`max_records` never reached), and checkpoints through a slow (400 ms) link to a
-/// DynamoDB lease table, so a kill lands between an emit and its checkpoint often (with the file
-/// store the window is a few ms and a test would not tell). Returns the link (keep it alive) and the
-/// pipeline's `buffer` and `checkpoint` lines for `worker_id`; feed the stream with
-/// [`trickle_producer`].
-pub async fn age_closes_with_slow_checkpoints(
+/// What makes a held-once test's batches close in a way the records alone cannot reproduce (issue 16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closes {
+    /// By age: `max_records` is never reached on a trickled shard, `max_age` is 700 ms.
+    Age,
+    /// By memory pressure: `delivery.max_buffered_bytes` (3 KiB) is reached by the shards' buffers
+    /// together before any one reaches `buffer.max_bytes` (the same 3 KiB) or its age (1 h), so the
+    /// oldest lane is flushed early.
+    Pressure,
+}
+
+impl Closes {
+    /// The pipeline's `buffer` (and `delivery`) lines.
+    pub fn buffer_lines(self) -> &'static str {
+        match self {
+            Self::Age => "buffer = { max_records = 1000, max_age = \"700ms\" }",
+            Self::Pressure => {
+                "buffer = { max_records = 1000, max_bytes = \"3KiB\", max_age = \"1h\" }\ndelivery = { max_buffered_bytes = \"3KiB\" }"
+            }
+        }
+    }
+
+    /// The `reason` label of `kc_batches_closed_total` these closes count under.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Age => "age",
+            Self::Pressure => "pressure",
+        }
+    }
+}
+
+/// What a held-once test needs (issue 16): a `buffer` that closes as `closes` says, and checkpoints
+/// through a slow (400 ms) link to a DynamoDB lease table, so a kill lands between an emit and its
+/// checkpoint often (with the file store the window is a few ms and a test would not tell). Returns
+/// the link (keep it alive) and the pipeline's `buffer`, `delivery` and `checkpoint` lines for
+/// `worker_id`; feed the stream with [`trickle_producer`].
+pub async fn closes_with_slow_checkpoints(
     stack: &Stack,
     worker_id: &str,
+    closes: Closes,
 ) -> (fault_proxy::FaultProxy, String) {
     let link = fault_proxy::FaultProxy::slow(&stack.dynamodb, Duration::from_millis(400)).await;
     let lines = format!(
-        "buffer = {{ max_records = 1000, max_age = \"700ms\" }}\ncheckpoint = {{ type = \"dynamodb\", table = \"{}\", endpoint = \"{}\", worker_id = \"{worker_id}\", failover_time = \"3s\" }}",
+        "{}\ncheckpoint = {{ type = \"dynamodb\", table = \"{}\", endpoint = \"{}\", worker_id = \"{worker_id}\", failover_time = \"3s\" }}",
+        closes.buffer_lines(),
         unique("once-leases"),
         link.url
     );
     (link, lines)
+}
+
+/// A local port nothing listens on (for `metrics_addr`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `/metrics` page of a worker whose `metrics_addr` is `127.0.0.1:{port}`, if it answers.
+pub async fn scrape_metrics(port: u16) -> Option<String> {
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?;
+    r.text().await.ok()
+}
+
+/// The value of the sample `name` whose labels include every one of `labels`, in a Prometheus text
+/// page (label order does not matter).
+pub fn metric_value(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            let Some(rest) = l.strip_prefix(name) else {
+                return false;
+            };
+            let (set, _) = rest.split_once(' ').unwrap_or((rest, ""));
+            (set.is_empty() || set.starts_with('{'))
+                && labels
+                    .iter()
+                    .all(|(k, v)| set.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// A producer slow enough that every shard's batches close by age: 7 records every 150 ms, until

@@ -10,19 +10,11 @@ use std::time::{Duration, Instant};
 
 use integration_tests::fault_proxy::{Fault, FaultProxy};
 use integration_tests::{
-    Connector, Ledger, Stack, Workdir, connector_bin, file_pipeline, put_records, read_landed,
-    s3_objects, unique, wait_until,
+    Connector, Ledger, Stack, Workdir, connector_bin, file_pipeline, free_port, put_records,
+    read_landed, s3_objects, unique, wait_until,
 };
 use kinesis_connectors_consumer::PutEntry;
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn kc(work: &Workdir, args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
     let mut cmd = Command::new(connector_bin());

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use integration_tests::fault_proxy::{Fault, FaultProxy};
 use integration_tests::redshift_data::{Postgres, RedshiftDataStandIn};
 use integration_tests::{
-    Connector, Stack, Workdir, connector_bin, put_records, s3_objects, test_record, unique,
+    Closes, Connector, Stack, Workdir, connector_bin, free_port, metric_value, put_records,
+    s3_objects, scrape_metrics, test_record, unique,
 };
 use kinesis_connectors_core::testing::record;
 use kinesis_connectors_core::{Batch, Emitter, Envelope, Item, Origin};
@@ -186,6 +187,19 @@ async fn every_item_of_a_many_item_record_becomes_one_row() {
 /// re-formed differently has another staged name and is loaded again.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_closed_by_age_are_loaded_once_across_sigkills() {
+    loaded_once_across_sigkills(Closes::Age).await;
+}
+
+/// As [`batches_closed_by_age_are_loaded_once_across_sigkills`], with batches closed early because
+/// the shards' buffers together reached `delivery.max_buffered_bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_closed_by_memory_pressure_are_loaded_once_across_sigkills() {
+    loaded_once_across_sigkills(Closes::Pressure).await;
+}
+
+/// Four SIGKILLs at random moments while batches close as `closes` says (each round waits until
+/// the worker's `/metrics` counts such closes), then a run to the tip: every record is one row.
+async fn loaded_once_across_sigkills(closes: Closes) {
     let stack = Stack::from_env();
     let rs = stand_in(&stack).await;
     let client = stack.streams().await;
@@ -194,7 +208,8 @@ async fn batches_closed_by_age_are_loaded_once_across_sigkills() {
     let bucket = stack.bucket().await;
     let table = table_name();
     let (_slow_table, lines) =
-        integration_tests::age_closes_with_slow_checkpoints(&stack, "w").await;
+        integration_tests::closes_with_slow_checkpoints(&stack, "w", closes).await;
+    let port = free_port();
     let emitter = emitter_options(
         &stack,
         &rs.url,
@@ -203,7 +218,10 @@ async fn batches_closed_by_age_are_loaded_once_across_sigkills() {
         &format!(", columns = {COLUMNS}, create_table = true"),
     );
     let work = Workdir::new();
-    let config = work.config(&pipeline(&stream, &stack, &emitter, &lines));
+    let config = work.config(&format!(
+        "metrics_addr = \"127.0.0.1:{port}\"\n{}",
+        pipeline(&stream, &stack, &emitter, &lines)
+    ));
     let halt = Arc::new(AtomicBool::new(false));
     let producer =
         integration_tests::trickle_producer(client.clone(), stream.clone(), halt.clone());
@@ -214,6 +232,7 @@ async fn batches_closed_by_age_are_loaded_once_across_sigkills() {
             .ok()
             .map(|r| r.get::<_, i64>(0))
     };
+    let mut closed_by_reason = 0.0;
     for round in 0..4 {
         let mut c = Connector::start(work.dir.path(), &config, "p", &[], &[]);
         let before = loads().await.unwrap_or(0);
@@ -223,6 +242,21 @@ async fn batches_closed_by_age_are_loaded_once_across_sigkills() {
             async || loads().await.filter(|n| *n >= before + 2 + round % 2),
         )
         .await;
+        let (n, _) = integration_tests::poll(
+            Duration::from_secs(30),
+            &format!("batches closed by {}", closes.reason()),
+            async || {
+                let page = scrape_metrics(port).await?;
+                metric_value(
+                    &page,
+                    "kc_batches_closed_total",
+                    &[("reason", closes.reason())],
+                )
+                .filter(|n| *n > 0.0)
+            },
+        )
+        .await;
+        closed_by_reason += n;
         tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 700)).await;
         c.kill();
     }
@@ -244,10 +278,11 @@ async fn batches_closed_by_age_are_loaded_once_across_sigkills() {
         .filter(|id| !ids.contains(&(**id as i64)))
         .count();
     eprintln!(
-        "{} records, {} rows, {} loads, {lost} lost, {twice} held twice",
+        "{closes:?}: {} records, {} rows, {} loads, {closed_by_reason} closed by {} before the kills, {lost} lost, {twice} held twice",
         ledger.records.len(),
         landed.len(),
-        loads().await.unwrap_or(0)
+        loads().await.unwrap_or(0),
+        closes.reason()
     );
     assert_eq!(lost, 0);
     assert_eq!(twice, 0, "records loaded twice");

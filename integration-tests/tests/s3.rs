@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use integration_tests::fault_proxy::FaultProxy;
 use integration_tests::{
-    Connector, Ledger, Stack, Workdir, put_records, s3_body, s3_keys, s3_objects, unique,
+    Closes, Connector, Ledger, Stack, Workdir, free_port, metric_value, put_records, s3_body,
+    s3_keys, s3_objects, scrape_metrics, unique,
 };
 
 /// No `key` option: the emitter's default key template,
@@ -199,13 +200,17 @@ enum Stop {
     /// SIGKILL while a second worker runs: the killed worker's leases move to it mid-batch (after
     /// the failover time), and the restarted one steals its share back (leases move again).
     Move,
+    /// SIGKILL at a random moment while batches close by memory pressure (`max_buffered_bytes`).
+    Pressure,
 }
 
-/// Issue 16: a quiet shard at the tip closes its batches by age (or, on SIGTERM, by the drain) —
-/// closes the records alone cannot reproduce, so a restart used to re-form them differently and
-/// write items a second time under other keys (RELIABILITY.md, the chaos figures of 2026-11-25). The
-/// boundary of each such batch is stored before it is emitted: after every kill or restart each item
-/// is in exactly one object.
+/// Issue 16: a quiet shard at the tip closes its batches by age (or, on SIGTERM, by the drain; or,
+/// when the shards' buffers together reach `max_buffered_bytes`, by memory pressure) — closes the
+/// records alone cannot reproduce, so a restart used to re-form them differently and write items a
+/// second time under other keys (RELIABILITY.md, the chaos figures of 2026-11-25). The boundary of
+/// each such batch is stored before it is emitted: after every kill or restart each item is in
+/// exactly one object. Each round waits until the worker's `/metrics` counts closes of the kind
+/// under test, so the test cannot pass on batches that closed otherwise.
 async fn held_once_across_restarts(stop: Stop) {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stack = Stack::from_env();
@@ -214,15 +219,22 @@ async fn held_once_across_restarts(stop: Stop) {
     client.create(&stream, 2).await.unwrap();
     let bucket = stack.bucket().await;
     let s3 = stack.s3().await;
+    let closes = match stop {
+        Stop::Pressure => Closes::Pressure,
+        _ => Closes::Age,
+    };
     let (_slow_table, lines) =
-        integration_tests::age_closes_with_slow_checkpoints(&stack, "${WORKER}").await;
+        integration_tests::closes_with_slow_checkpoints(&stack, "${WORKER}", closes).await;
     let work = Workdir::new();
-    let config = work.config(&s3_pipeline(
-        &stream,
-        &stack,
-        &bucket,
-        "prefix = \"once/\", format = \"ndjson\"",
-        &lines,
+    let config = work.config(&format!(
+        "metrics_addr = \"127.0.0.1:${{METRICS_PORT}}\"\n{}",
+        s3_pipeline(
+            &stream,
+            &stack,
+            &bucket,
+            "prefix = \"once/\", format = \"ndjson\"",
+            &lines,
+        )
     ));
     let halt = Arc::new(AtomicBool::new(false));
     let producer =
@@ -238,11 +250,34 @@ async fn held_once_across_restarts(stop: Stop) {
             .await;
         l.ok().map(|l| l.contents().len())
     };
-    let worker = |name: &str| vec![("WORKER", name.to_owned())];
-    let mut other = matches!(stop, Stop::Move)
-        .then(|| Connector::start(work.dir.path(), &config, "p", &[], &worker("b")));
+    let port = free_port();
+    let worker = |name: &str, port: u16| {
+        vec![
+            ("WORKER", name.to_owned()),
+            ("METRICS_PORT", port.to_string()),
+        ]
+    };
+    let mut other = matches!(stop, Stop::Move).then(|| {
+        Connector::start(
+            work.dir.path(),
+            &config,
+            "p",
+            &[],
+            &worker("b", free_port()),
+        )
+    });
+    let closed = async || {
+        let page = scrape_metrics(port).await?;
+        metric_value(
+            &page,
+            "kc_batches_closed_total",
+            &[("reason", closes.reason())],
+        )
+        .filter(|n| *n > 0.0)
+    };
+    let mut closed_by_reason = 0.0;
     for round in 0..4 {
-        let mut c = Connector::start(work.dir.path(), &config, "p", &[], &worker("w"));
+        let mut c = Connector::start(work.dir.path(), &config, "p", &[], &worker("w", port));
         let (before, _) =
             integration_tests::poll(Duration::from_secs(10), "a listing", count).await;
         // With two workers writing, a round waits for more objects (more kills mid-batch).
@@ -254,9 +289,16 @@ async fn held_once_across_restarts(stop: Stop) {
             async || count().await.filter(|n| *n >= target),
         )
         .await;
+        let (n, _) = integration_tests::poll(
+            Duration::from_secs(30),
+            &format!("batches closed by {}", closes.reason()),
+            closed,
+        )
+        .await;
+        closed_by_reason += n;
         tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 700)).await;
         match stop {
-            Stop::Kill | Stop::Move => c.kill(),
+            Stop::Kill | Stop::Move | Stop::Pressure => c.kill(),
             Stop::Term => {
                 c.terminate();
                 assert!(
@@ -282,7 +324,7 @@ async fn held_once_across_restarts(stop: Stop) {
             b.log_tail(20)
         );
     }
-    Connector::run_until_tip(work.dir.path(), &config, "p", &worker("w"));
+    Connector::run_until_tip(work.dir.path(), &config, "p", &worker("w", port));
     let objects = s3_objects(&s3, &bucket, "once/").await;
     let mut held: HashMap<u64, Vec<&str>> = HashMap::new();
     for (key, body) in &objects {
@@ -303,9 +345,10 @@ async fn held_once_across_restarts(stop: Stop) {
         .collect();
     let twice: Vec<(&u64, &Vec<&str>)> = held.iter().filter(|(_, k)| k.len() > 1).collect();
     eprintln!(
-        "{stop:?}: {} records, {} objects, {} lost, {} held twice",
+        "{stop:?}: {} records, {} objects, {closed_by_reason} closed by {} before the kills, {} lost, {} held twice",
         ledger.records.len(),
         objects.len(),
+        closes.reason(),
         lost.len(),
         twice.len()
     );
@@ -332,6 +375,11 @@ async fn batches_closed_by_a_sigterm_drain_are_held_once_after_the_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_of_leases_moved_between_workers_mid_batch_are_held_once() {
     held_once_across_restarts(Stop::Move).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_closed_by_memory_pressure_are_held_once_across_sigkills() {
+    held_once_across_restarts(Stop::Pressure).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
