@@ -16,6 +16,9 @@
 
 use std::sync::Arc;
 
+/// How often the start-up check runs when it creates tables and fails (see `check`).
+const CREATE_RACE_TRIES: u64 = 3;
+
 use async_trait::async_trait;
 use aws_sdk_redshiftdata::Client;
 use kinesis_connectors_core::{Batch, EmitError, EmitOutcome, Emitter, Item, ItemFailure};
@@ -168,15 +171,36 @@ impl Emitter<Item> for RedshiftEmitter {
 
     /// The staging bucket exists and is writable; the tables exist (created when configured) and the
     /// configured columns and the loaded-files table can be read.
+    ///
+    /// Workers of one pipeline start together, and each creates the tables when `create_table` is
+    /// set: `CREATE TABLE IF NOT EXISTS` of two sessions at once can fail in the one that loses the
+    /// race (a duplicate catalog entry, a serialisation conflict) although the table then exists. So
+    /// a failed check that created tables is run again, up to [`CREATE_RACE_TRIES`] times; a failure
+    /// that persists is permanent, as without `create_table`.
     async fn check(&self) -> Result<(), EmitError> {
         self.writer.check().await?;
-        match self.api.run(check_statements(&self.config)).await {
-            Ok(_) => Ok(()),
-            Err(StatementError::Api(e)) => Err(e),
-            Err(StatementError::Sql { message, .. }) => Err(EmitError::permanent(format!(
-                "Redshift start-up check on {} failed: {message}",
-                self.config.table
-            ))),
+        let tries = if self.config.create_table {
+            CREATE_RACE_TRIES
+        } else {
+            1
+        };
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            match self.api.run(check_statements(&self.config)).await {
+                Ok(_) => return Ok(()),
+                Err(StatementError::Api(e)) => return Err(e),
+                Err(StatementError::Sql { message, .. }) if tried < tries => {
+                    tracing::info!(pipeline = %self.pipeline, table = %self.config.table, error = %message, "start-up check failed while creating tables (another worker creating them at once?); checking again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * tried)).await;
+                }
+                Err(StatementError::Sql { message, .. }) => {
+                    return Err(EmitError::permanent(format!(
+                        "Redshift start-up check on {} failed: {message}",
+                        self.config.table
+                    )));
+                }
+            }
         }
     }
 }
