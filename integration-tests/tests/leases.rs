@@ -456,3 +456,71 @@ async fn pages_waiting_for_a_full_pipeline_stay_within_the_fetched_bytes_budget(
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), run).await;
 }
+
+/// Found by the chaos suite (2026-12-02): a worker draining on SIGTERM closes its buffered batches
+/// and stores each one's boundary before emitting it. When another worker took the lease just then,
+/// the boundary write is refused and the batch is left to the shard's next reader — but the drain
+/// kept waiting for that batch to be delivered: the worker hung until `shutdown_timeout` (30 s) and
+/// exited 1. A lease lost while a shard finishes must end the wait: the shard is abandoned to its
+/// new owner and the worker exits cleanly, long before the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_taken_during_a_sigterm_drain_ends_the_drain_instead_of_hanging_it() {
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("drain-lost");
+    client.create(&stream, 2).await.unwrap();
+    put_records(&client, &stream, 0..500, 17, &|_| false).await;
+    let table = unique("leases-drain");
+    let port = integration_tests::free_port();
+    let work = Workdir::new();
+    // Everything read stays buffered (no count or age close) until the drain closes it.
+    let config = work.config(&format!(
+        "metrics_addr = \"127.0.0.1:{port}\"\n{}",
+        file_pipeline(
+            &stream,
+            &stack.kinesis,
+            &format!(
+                r#"buffer = {{ max_records = 10000, max_age = "1h" }}
+checkpoint = {{ type = "dynamodb", table = "{table}", endpoint = "{}", worker_id = "worker-a" }}"#,
+                stack.dynamodb
+            ),
+        )
+    ));
+    let mut a = Connector::start(work.dir.path(), &config, "p", &[], &[]);
+    poll(
+        Duration::from_secs(60),
+        "A holding every record read",
+        async || {
+            let page = integration_tests::scrape_metrics(port).await?;
+            let read = integration_tests::metric_value(&page, "kc_records_read_total", &[])?;
+            (read >= 500.0).then_some(())
+        },
+    )
+    .await;
+    // Another worker takes both leases (as a balancer's steal does), and A is told to stop.
+    let store = DynamoDbLeaseStore::connect("us-east-1", Some(&stack.dynamodb), &table)
+        .await
+        .unwrap();
+    for lease in store.list().await.unwrap() {
+        assert_eq!(lease.owner.as_deref(), Some("worker-a"));
+        store
+            .take(&lease.shard_id, lease.counter, "thief")
+            .await
+            .unwrap()
+            .expect("the lease is taken");
+    }
+    let stolen = Instant::now();
+    a.terminate();
+    let status = tokio::task::block_in_place(|| a.wait(Duration::from_secs(60)));
+    let took = stolen.elapsed();
+    assert!(
+        status.success() && took < Duration::from_secs(15),
+        "A exited {status:?} {took:?} after its leases were taken\n{}",
+        a.log_tail(20)
+    );
+    assert!(
+        !a.log().contains("shutdown did not finish"),
+        "{}",
+        a.log_tail(20)
+    );
+}

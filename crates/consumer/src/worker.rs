@@ -790,7 +790,27 @@ impl ShardTask {
         } else {
             ShutdownReason::Requested
         };
-        let shutdown = processor.shutdown(reason, &checkpointer).await;
+        // Finishing (a requested stop, or the shard's end) waits until what was read is delivered
+        // and checkpointed. The lease can be lost meanwhile (taken, or not renewed within the
+        // failover time): then nothing more of the shard may be emitted, so that wait would never
+        // end, and a SIGTERM drain hung until its bound. The shard is abandoned instead.
+        let shutdown = if matches!(reason, ShutdownReason::LeaseLost) {
+            processor.shutdown(reason, &checkpointer).await
+        } else {
+            let finished = tokio::select! {
+                r = processor.shutdown(reason, &checkpointer) => Some(r),
+                () = self.lease.lost_token().cancelled() => None,
+            };
+            match finished {
+                Some(r) => r,
+                None => {
+                    tracing::warn!(shard = %self.shard, "lease lost while finishing the shard; abandoning it to its next owner");
+                    processor
+                        .shutdown(ShutdownReason::LeaseLost, &checkpointer)
+                        .await
+                }
+            }
+        };
         // The lease may also be lost while reading or during the final checkpoint. Then the shard is
         // another worker's, which reads on from the last checkpoint that held. What failed because of
         // the loss (a refused checkpoint) is not this worker's error and must not stop it.
