@@ -848,3 +848,47 @@ async fn check_against_the_stand_in_names_a_missing_table() {
         "{stderr}"
     );
 }
+
+/// Found by the chaos suite (2026-12-02): three workers of one pipeline started at once, each
+/// creating the table (`create_table = true`); PostgreSQL (like Redshift) lets one of two concurrent
+/// `CREATE TABLE IF NOT EXISTS` fail, and the worker that lost the race exited "not ready" although
+/// the table then existed. Workers that start together must all become ready: here, six `check`s at
+/// once per fresh table, for three tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_creating_the_table_at_once_all_start() {
+    let stack = Stack::from_env();
+    let rs = stand_in(&stack).await;
+    let bucket = stack.bucket().await;
+    let work = Workdir::new();
+    for _ in 0..3 {
+        let table = table_name();
+        let emitter = emitter_options(
+            &stack,
+            &rs.url,
+            &bucket,
+            &table,
+            &format!(", columns = {COLUMNS}, create_table = true"),
+        );
+        let config = work.config(&pipeline("s", &stack, &emitter, ""));
+        let checks: Vec<_> = (0..6)
+            .map(|_| {
+                std::process::Command::new(connector_bin())
+                    .args(["check", "--config"])
+                    .arg(&config)
+                    .current_dir(work.dir.path())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in checks {
+            let out = tokio::task::block_in_place(|| c.wait_with_output().unwrap());
+            assert!(
+                out.status.success(),
+                "{table}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
