@@ -169,11 +169,12 @@ async fn dispatch(command: Command, registry: Registry) -> i32 {
             Ok(mut c) => {
                 for (name, p) in &c.pipelines {
                     println!(
-                        "ok: pipeline {name}: {} → {} ({} filters) → {}",
+                        "ok: pipeline {name}: {} → {} ({} filters) → {}; delivery: {}",
                         p.source.stream,
                         p.transformer_type,
                         p.filters.len(),
-                        p.emitter_type
+                        p.emitter_type,
+                        p.delivery
                     );
                 }
                 if offline {

@@ -218,6 +218,8 @@ pub struct PipelineSpec {
     pub emitter_type: String,
     /// Builds the emitter (taken by `run`).
     pub emitter: Option<EmitterBuild>,
+    /// Whether a redelivered record is held once in the sink (README, "Delivery guarantees").
+    pub delivery: crate::guarantee::Delivery,
     /// The dead-letter target's type name.
     pub dead_letter_type: String,
     /// Builds the dead-letter target (taken by `run`).
@@ -427,6 +429,14 @@ fn validate_pipeline(
                 .map_err(|e| stage_error(&format!("filters[{i}]"), e))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let delivery = crate::guarantee::delivery(
+        p.emitter
+            .get("type")
+            .and_then(toml::Value::as_str)
+            .unwrap_or_default(),
+        &p.emitter,
+        p.buffer.batch_across_shards.unwrap_or(false),
+    );
     let (emitter_type, emitter) = registry
         .prepare_emitter(&ctx, p.emitter)
         .map_err(|e| stage_error("emitter", e))?;
@@ -504,6 +514,7 @@ fn validate_pipeline(
         filters,
         emitter_type,
         emitter: Some(emitter),
+        delivery,
         dead_letter_type,
         dead_letter: Some(dead_letter),
         settings,

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod guarantee;
 pub mod interpolate;
 pub mod keys;
 pub mod metrics;

@@ -264,3 +264,74 @@ fn the_repository_connectors_toml_passes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 16: `check` says per pipeline whether a redelivered record is held once or may be held
+/// twice, following the settings that decide it (README, "Delivery guarantees").
+#[test]
+fn check_says_per_pipeline_what_delivery_holds() {
+    let text = r#"
+[pipelines.archive]
+source = { stream = "s", region = "us-east-1" }
+emitter = { type = "s3", bucket = "archive-bucket", endpoint = "http://127.0.0.1:9" }
+
+[pipelines.mixed]
+source = { stream = "s", region = "us-east-1" }
+buffer = { batch_across_shards = true }
+emitter = { type = "s3", bucket = "archive-bucket", endpoint = "http://127.0.0.1:9" }
+
+[pipelines.search]
+source = { stream = "s", region = "us-east-1" }
+transformer = { type = "json" }
+emitter = { type = "elasticsearch", url = "http://127.0.0.1:9", index = "i" }
+
+[pipelines.search_auto_ids]
+source = { stream = "s", region = "us-east-1" }
+transformer = { type = "json" }
+emitter = { type = "elasticsearch", url = "http://127.0.0.1:9", index = "i", document_id = "none" }
+
+[pipelines.files]
+source = { stream = "s", region = "us-east-1" }
+emitter = { type = "file", dir = "out" }
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("connectors.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-connector"))
+        .args(["check", "--offline", "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |p: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("ok: pipeline {p}: ")))
+            .unwrap_or_else(|| panic!("no line for {p}: {stdout}"))
+            .to_owned()
+    };
+    for (pipeline, says) in [
+        ("archive", "delivery: each record held once"),
+        (
+            "mixed",
+            "delivery: at least once (batch_across_shards = true",
+        ),
+        ("search", "delivery: each record held once"),
+        (
+            "search_auto_ids",
+            "delivery: at least once (document_id = \"none\"",
+        ),
+        ("files", "delivery: at least once"),
+    ] {
+        assert!(
+            line(pipeline).contains(says),
+            "{pipeline}: {}",
+            line(pipeline)
+        );
+    }
+}
