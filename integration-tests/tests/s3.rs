@@ -1002,3 +1002,58 @@ async fn the_local_s3_writes_and_lists_a_1000_byte_key() {
     let left = s3_keys(&s3, &bucket, "", None).await;
     assert_eq!(left, [keys[0].clone(), flat.clone(), keys[3].clone()]);
 }
+
+/// Issue 16: a Parquet schema inferred from the first batch used to live in the process only, so a
+/// process after a restart (or another worker) inferred its own from whatever batch it wrote first,
+/// and a redelivered batch could be rewritten under its key with other columns. The inferred schema
+/// is kept in the bucket: a second run whose records have other fields still writes the first run's
+/// columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inferred_parquet_schema_outlives_the_process_that_inferred_it() {
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("s3-schema");
+    client.create(&stream, 1).await.unwrap();
+    let bucket = stack.bucket().await;
+    let s3 = stack.s3().await;
+    let put = async |shape: &dyn Fn(u64) -> String, ids: std::ops::Range<u64>| {
+        let entries = ids
+            .map(|i| kinesis_connectors_consumer::PutEntry::new(bytes::Bytes::from(shape(i)), "k"))
+            .collect();
+        client.put_batch(&stream, entries).await.unwrap();
+    };
+    let work = Workdir::new();
+    let config = work.config(&s3_pipeline(
+        &stream,
+        &stack,
+        &bucket,
+        "format = \"parquet\", prefix = \"inferred/\"",
+        "buffer = { max_records = 50, max_age = \"1h\" }",
+    ));
+    put(&|i| format!(r#"{{"id":{i},"a":"first"}}"#), 0..100).await;
+    Connector::run_until_tip(work.dir.path(), &config, "p", &[]);
+    put(&|i| format!(r#"{{"id":{i},"b":{i}}}"#), 100..200).await;
+    Connector::run_until_tip(work.dir.path(), &config, "p", &[]);
+
+    let objects = s3_objects(&s3, &bucket, "inferred/").await;
+    let (schema, parquet): (Vec<_>, Vec<_>) = objects
+        .iter()
+        .partition(|(k, _)| k.ends_with("/_kc_parquet_schema.json"));
+    let keys: Vec<&String> = objects.iter().map(|(k, _)| k).collect();
+    assert_eq!(schema.len(), 1, "{keys:?}");
+    assert_eq!(parquet.len(), 4, "{keys:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = 0;
+    for (i, (key, body)) in parquet.iter().enumerate() {
+        let path = dir.path().join(format!("{i}.parquet"));
+        std::fs::write(&path, body).unwrap();
+        let (n, cols) = python_reads_parquet(&path);
+        assert_eq!(
+            cols,
+            ["a", "id"],
+            "{key}: columns of the second run's own first batch"
+        );
+        rows += n;
+    }
+    assert_eq!(rows, 200);
+}

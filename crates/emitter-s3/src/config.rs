@@ -1,7 +1,7 @@
 //! The `emitter = { type = "s3", ... }` options.
 
 use kinesis_connectors_core::units::ByteSize;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::key::KeyTemplate;
 
@@ -69,7 +69,7 @@ pub enum Compression {
 }
 
 /// A Parquet column type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ColumnType {
     /// UTF-8 text; accepts JSON strings.
@@ -87,7 +87,7 @@ pub enum ColumnType {
 }
 
 /// One column of a configured Parquet schema.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Column {
     /// The top-level JSON field (and column name).

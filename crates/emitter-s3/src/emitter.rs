@@ -93,21 +93,99 @@ impl S3Writer {
         &self.settings
     }
 
-    fn schema_for(&self, batch: &Batch<Item>) -> Option<Arc<Vec<Column>>> {
+    /// Where an inferred Parquet schema is kept: beside the pipeline's objects, under a name that
+    /// Hive-style readers (Athena, Spark, PyArrow datasets) skip.
+    pub fn schema_key(&self) -> String {
+        format!(
+            "{}{}/_kc_parquet_schema.json",
+            self.settings.options.prefix, self.pipeline
+        )
+    }
+
+    /// The Parquet schema of `batch`: the configured one, or the one inferred for this pipeline.
+    ///
+    /// An inferred schema is stored in the bucket ([`S3Writer::schema_key`]) when it is first
+    /// inferred, with `If-None-Match: *` so the first writer wins, and read back before use: every
+    /// process of the pipeline, and a process after a restart re-writing a redelivered batch, writes
+    /// with the schema of the first batch ever written, not of its own first batch (issue 16: an
+    /// object rewritten under its key keeps its columns).
+    async fn schema_for(&self, batch: &Batch<Item>) -> Result<Option<Arc<Vec<Column>>>, EmitError> {
         let o = &self.settings.options;
         if o.format != Format::Parquet {
-            return None;
+            return Ok(None);
         }
         if let Some(cols) = &o.schema {
-            return Some(Arc::new(cols.clone()));
+            return Ok(Some(Arc::new(cols.clone())));
         }
+        if let Some(s) = self
+            .inferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(Some(s));
+        }
+        let key = self.schema_key();
+        let cols = match self.stored_schema(&key).await? {
+            Some(cols) => cols,
+            None => {
+                let cols = infer_schema(batch.items.iter().map(|e| &e.item));
+                let body =
+                    serde_json::to_vec(&cols).map_err(|e| EmitError::permanent(e.to_string()))?;
+                let put = self
+                    .client
+                    .put_object()
+                    .bucket(&o.bucket)
+                    .key(&key)
+                    .content_type("application/json")
+                    .if_none_match("*")
+                    .body(ByteStream::from(body))
+                    .send()
+                    .await;
+                match put {
+                    Ok(_) => {}
+                    // Another process stored one first: read it below.
+                    Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {}
+                    Err(e) => return Err(emit_error("PutObject", &o.bucket, e)),
+                }
+                self.stored_schema(&key).await?.unwrap_or(cols)
+            }
+        };
+        tracing::info!(pipeline = %self.pipeline, key = %key, columns = ?cols.iter().map(|c| (&c.name, c.kind)).collect::<Vec<_>>(), "Parquet schema of the pipeline (inferred from its first batch, kept in the bucket)");
+        let cols = Arc::new(cols);
         let mut inferred = self.inferred.lock().unwrap_or_else(|p| p.into_inner());
-        let schema = inferred.get_or_insert_with(|| {
-            let cols = infer_schema(batch.items.iter().map(|e| &e.item));
-            tracing::info!(pipeline = %self.pipeline, columns = ?cols.iter().map(|c| (&c.name, c.kind)).collect::<Vec<_>>(), "Parquet schema inferred from the first batch");
-            Arc::new(cols)
-        });
-        Some(schema.clone())
+        Ok(Some(inferred.get_or_insert(cols).clone()))
+    }
+
+    /// The inferred schema stored at `key`, if there is one.
+    async fn stored_schema(&self, key: &str) -> Result<Option<Vec<Column>>, EmitError> {
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.settings.options.bucket)
+            .key(key)
+            .send()
+            .await;
+        let out = match got {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(emit_error("GetObject", &self.settings.options.bucket, e)),
+        };
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| EmitError::retryable(format!("reading {key}: {e}")))?
+            .into_bytes();
+        serde_json::from_slice(&body).map(Some).map_err(|e| {
+            EmitError::permanent(format!(
+                "s3://{}/{key} is not a Parquet schema this emitter wrote ({e}); remove it or set `schema`",
+                self.settings.options.bucket
+            ))
+        })
     }
 
     /// Items grouped by their `{field:...}` partition, groups in order of first appearance.
@@ -131,7 +209,7 @@ impl S3Writer {
     /// Writes `batch`: one object per partition (one in all without `{field:...}`), then the manifest.
     pub async fn write_batch(&self, batch: &Batch<Item>) -> Result<BatchWrite, EmitError> {
         let o = &self.settings.options;
-        let schema = self.schema_for(batch);
+        let schema = self.schema_for(batch).await?;
         let (content_type, content_encoding) = content_headers(o.format, o.compression);
         let mut result = BatchWrite::default();
         for (partition, indices) in self.groups(batch) {
