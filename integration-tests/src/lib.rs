@@ -345,11 +345,19 @@ pub struct Workdir {
 }
 
 impl Workdir {
-    /// A new empty working directory.
+    /// A new empty working directory; with `KC_KEEP_WORKDIRS=1` it is left behind (its logs, state
+    /// and configuration) for a look after a failure, and its path printed.
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
+        let keep = std::env::var_os("KC_KEEP_WORKDIRS").is_some_and(|v| v == "1");
+        let dir = tempfile::Builder::new()
+            .prefix("kc-work-")
+            .disable_cleanup(keep)
+            .tempdir()
+            .unwrap();
+        if keep {
+            eprintln!("work directory kept: {}", dir.path().display());
         }
+        Self { dir }
     }
 
     /// A path inside it.
