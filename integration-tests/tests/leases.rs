@@ -524,3 +524,68 @@ checkpoint = {{ type = "dynamodb", table = "{table}", endpoint = "{}", worker_id
         a.log_tail(20)
     );
 }
+
+/// Found by the chaos suite (2026-12-02): an emit is given up when its shard's lease runs out here,
+/// but the deadline was fixed when the emit started (the last renewal plus the failover time), so
+/// every emit slower than the failover time was given up and retried for ever, although the lease
+/// was renewed all along — the shard never moved on, and a SIGTERM drain hung until its bound.
+/// The deadline now moves with each renewal: emits of 3 s (S3 behind a 3 s link) with a 2 s
+/// failover time complete, and every record lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emit_slower_than_the_failover_time_completes_while_the_lease_is_renewed() {
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("slow-emit");
+    client.create(&stream, 1).await.unwrap();
+    let ledger = put_records(&client, &stream, 0..200, 7, &|_| false).await;
+    let bucket = stack.bucket().await;
+    let s3 = stack.s3().await;
+    let slow_s3 =
+        integration_tests::fault_proxy::FaultProxy::slow(&stack.s3, Duration::from_secs(3)).await;
+    let work = Workdir::new();
+    let config = work.config(&format!(
+        r#"state_dir = "state"
+[pipelines.p]
+source = {{ stream = "{stream}", endpoint = "{kinesis}", idle_poll_interval = "200ms" }}
+transformer = {{ type = "json" }}
+buffer = {{ max_records = 100 }}
+emitter = {{ type = "s3", bucket = "{bucket}", endpoint = "{s3}", format = "ndjson" }}
+checkpoint = {{ type = "dynamodb", table = "{table}", endpoint = "{dynamodb}", worker_id = "w", failover_time = "2s" }}
+"#,
+        kinesis = stack.kinesis,
+        s3 = slow_s3.url,
+        dynamodb = stack.dynamodb,
+        table = unique("leases-slow-emit"),
+    ));
+    let mut c = Connector::start(work.dir.path(), &config, "p", &[], &[]);
+    let (objects, _) = poll(Duration::from_secs(45), "both batches in S3", async || {
+        let objects = integration_tests::s3_objects(&s3, &bucket, "").await;
+        (objects.len() >= 2).then_some(objects)
+    })
+    .await;
+    c.terminate();
+    assert!(
+        tokio::task::block_in_place(|| c.wait(Duration::from_secs(40))).success(),
+        "{}",
+        c.log_tail(20)
+    );
+    let held: HashSet<u64> = objects
+        .iter()
+        .flat_map(|(_, body)| {
+            String::from_utf8_lossy(body)
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(held.len(), ledger.records.len());
+    assert!(
+        !c.log().contains("lease ran out here; given up"),
+        "{}",
+        c.log_tail(20)
+    );
+}

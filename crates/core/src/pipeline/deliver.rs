@@ -194,24 +194,37 @@ impl<I: Send + Sync + 'static> Deliverer<I> {
         dead_acks: &mut Vec<Ack>,
     ) -> Attempt<I> {
         PipelineMetrics::add(&self.metrics.emit_calls, 1);
-        let stop_by = batch
-            .context
-            .shards
-            .iter()
-            .filter_map(|r| fence_of(owners, &r.shard).map(|f| f.stop_by))
-            .min();
+        let stop_by = || {
+            batch
+                .context
+                .shards
+                .iter()
+                .filter_map(|r| fence_of(owners, &r.shard).map(|f| f.stop_by))
+                .min()
+        };
         let started = std::time::Instant::now();
-        let result = match stop_by {
+        let result = match stop_by() {
             // Not even polled once: a first poll may already write (a file emitter does).
             Some(deadline) if deadline <= Instant::now() => Err(EmitError::retryable(
                 "the shard's lease ran out here before the emit started; not emitted",
             )),
-            Some(deadline) => {
-                match tokio::time::timeout_at(deadline, self.emitter.emit(&batch)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(EmitError::retryable(
-                        "the emit was still running when the shard's lease ran out here; given up",
-                    )),
+            Some(mut deadline) => {
+                // The deadline moves with the lease: renewals confirmed while the emit runs extend
+                // it. (A deadline fixed at the start gave up every emit slower than the failover
+                // time, and retried it for ever, although the lease was held throughout.)
+                let emit = self.emitter.emit(&batch);
+                tokio::pin!(emit);
+                loop {
+                    tokio::select! {
+                        r = &mut emit => break r,
+                        () = tokio::time::sleep_until(deadline) => match stop_by() {
+                            // The fence is read before the clock.
+                            Some(later) if later > Instant::now() => deadline = later,
+                            _ => break Err(EmitError::retryable(
+                                "the emit was still running when the shard's lease ran out here; given up",
+                            )),
+                        },
+                    }
                 }
             }
             None => self.emitter.emit(&batch).await,
