@@ -175,7 +175,7 @@ impl Emitter<Item> for RedshiftEmitter {
     /// Workers of one pipeline start together, and each creates the tables when `create_table` is
     /// set: `CREATE TABLE IF NOT EXISTS` of two sessions at once can fail in the one that loses the
     /// race (a duplicate catalog entry, a serialisation conflict) although the table then exists. So
-    /// a failed check that created tables is run again, up to [`CREATE_RACE_TRIES`] times; a failure
+    /// a failed check that created tables is run again, up to `CREATE_RACE_TRIES` (3) times; a failure
     /// that persists is permanent, as without `create_table`.
     async fn check(&self) -> Result<(), EmitError> {
         self.writer.check().await?;
