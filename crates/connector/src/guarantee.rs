@@ -40,6 +40,9 @@ pub fn delivery(emitter_type: &str, options: &toml::Table, batch_across_shards: 
         "redshift" => Delivery::HeldOnce(
             "staged names from each batch's item range; the loaded-files table skips a batch loaded before",
         ),
+        "iceberg" => Delivery::HeldOnce(
+            "each commit carries its batch's last position per shard; a redelivered item at or before it is skipped",
+        ),
         "elasticsearch" | "opensearch" => match option("document_id") {
             Some("none") => Delivery::AtLeastOnce(
                 "document_id = \"none\": the cluster gives each write a new id",

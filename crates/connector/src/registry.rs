@@ -140,7 +140,7 @@ impl Registry {
 
     /// A registry with the built-in stages: transformers `raw`, `json`, `json_lines`; filters `all`, `field`;
     /// emitters `stdout`, `file`, `null`, `s3`, `dynamodb`, `elasticsearch` (alias `opensearch`),
-    /// `redshift`; dead-letter targets `file`, `s3`, `kinesis`.
+    /// `redshift`, `iceberg`; dead-letter targets `file`, `s3`, `kinesis`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         r.transformer("raw", |_, _: NoOptions| {
@@ -214,6 +214,22 @@ impl Registry {
                     )
                     .await,
                 ) as Arc<dyn Emitter<Item>>)
+            },
+        );
+        r.emitter_validated(
+            "iceberg",
+            |_, o: kinesis_connectors_emitter_iceberg::IcebergOptions| {
+                o.validate()
+                    .map_err(|(key, message)| StageError::at(key, message))
+            },
+            |ctx, settings| async move {
+                let emitter = kinesis_connectors_emitter_iceberg::IcebergEmitter::connect(
+                    &ctx.pipeline,
+                    settings,
+                    &ctx.region,
+                )
+                .await?;
+                Ok(Arc::new(emitter) as Arc<dyn Emitter<Item>>)
             },
         );
         r.dead_letter("file", |_, o: FileDeadLetterOptions| async move {

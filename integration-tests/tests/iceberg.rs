@@ -1,0 +1,230 @@
+//! The Iceberg emitter end to end: a SQL catalog on the local PostgreSQL, the warehouse in the local
+//! S3 (s3s-fs), and the tables read back by PyIceberg (a third-party reader installed from PyPI by
+//! `integration-tests/local-stack`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use bytes::Bytes;
+use integration_tests::{Connector, Stack, Workdir, unique};
+use kinesis_connectors_consumer::PutEntry;
+use kinesis_connectors_core::testing::record;
+use kinesis_connectors_core::{Batch, Emitter, Envelope, Item, Origin};
+use kinesis_connectors_emitter_iceberg::{IcebergEmitter, IcebergOptions};
+use serde_json::Value;
+
+/// The columns every test table has, and how its rows are partitioned.
+const COLUMNS: &str = r#"[{ name = "id", type = "long", required = true }, { name = "kind", type = "string" }, { name = "ts", type = "timestamptz" }, { name = "price", type = "decimal(10, 2)" }, { name = "user", type = "struct<name: string, tier: int>" }, { name = "tags", type = "list<string>" }]"#;
+const PARTITION_BY: &str = r#"["day(ts)", "identity(kind)"]"#;
+
+fn catalog_uri() -> String {
+    let port = std::env::var("PGPORT").expect("PGPORT: start the local stack");
+    format!("postgres://postgres@127.0.0.1:{port}/dev")
+}
+
+/// The emitter's options (a TOML inline-table body) for `namespace.table` in `bucket`.
+fn emitter_options(stack: &Stack, bucket: &str, namespace: &str, table: &str) -> String {
+    format!(
+        r#"type = "iceberg", catalog = "sql", catalog_uri = "{uri}", warehouse = "s3://{bucket}/warehouse", namespace = "{namespace}", table = "{table}", endpoint = "{s3}", create_table = true, columns = {COLUMNS}, partition_by = {PARTITION_BY}"#,
+        uri = catalog_uri(),
+        s3 = stack.s3
+    )
+}
+
+/// Record `id` as JSON: three days, five kinds, a decimal price, a nested user and a list of tags.
+fn event(id: u64) -> String {
+    format!(
+        r#"{{"id":{id},"kind":"k{}","ts":"2026-12-0{}T{:02}:{:02}:00Z","price":"{}.{:02}","user":{{"name":"u{id}","tier":{}}},"tags":["t{}","all"]}}"#,
+        id % 5,
+        1 + id % 3,
+        id % 24,
+        id % 60,
+        id % 1000,
+        id % 100,
+        id % 3,
+        id % 7
+    )
+}
+
+/// What PyIceberg reads from `namespace.table`.
+fn read_back(stack: &Stack, bucket: &str, namespace: &str, table: &str) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/iceberg/read-table.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(catalog_uri())
+        .arg(format!("s3://{bucket}/warehouse"))
+        .arg(&stack.s3)
+        .arg(format!("{namespace}.{table}"))
+        .env(
+            "PYTHONPATH",
+            std::env::var("KC_ICEBERG_PYTHONPATH").expect("KC_ICEBERG_PYTHONPATH: start the local stack"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "PyIceberg could not read the table: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn ids(read: &Value) -> Vec<u64> {
+    read["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect()
+}
+
+fn pipeline(stream: &str, stack: &Stack, emitter: &str, extra: &str) -> String {
+    format!(
+        r#"state_dir = "state"
+[pipelines.p]
+source = {{ stream = "{stream}", endpoint = "{kinesis}" }}
+transformer = {{ type = "json" }}
+emitter = {{ {emitter} }}
+{extra}
+"#,
+        kinesis = stack.kinesis
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_records_land_once_with_their_types_and_partitions() {
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("ice-10k");
+    client.create(&stream, 4).await.unwrap();
+    // Record 77 has a price the column cannot hold: it goes to the dead-letter target.
+    let entries: Vec<PutEntry> = (0..10_000u64)
+        .map(|id| PutEntry {
+            data: Bytes::from(if id == 77 {
+                event(id).replace("\"price\":\"77.77\"", "\"price\":\"1.234\"")
+            } else {
+                event(id)
+            }),
+            partition_key: format!("pk-{}", id % 97),
+            explicit_hash_key: None,
+        })
+        .collect();
+    client.put_batch(&stream, entries).await.unwrap();
+    let bucket = stack.bucket().await;
+    let namespace = unique("ns").replace('-', "_");
+    let table = "events";
+
+    let work = Workdir::new();
+    let config = work.config(&pipeline(
+        &stream,
+        &stack,
+        &emitter_options(&stack, &bucket, &namespace, table),
+        "buffer = { max_records = 1000 }",
+    ));
+    tokio::task::block_in_place(|| Connector::run_until_tip(work.dir.path(), &config, "p", &[]));
+
+    let read = read_back(&stack, &bucket, &namespace, table);
+    let expected: Vec<u64> = (0..10_000).filter(|id| *id != 77).collect();
+    assert_eq!(ids(&read), expected, "the table's ids differ from the records'");
+    let schema = read["schema"].as_object().unwrap();
+    let types: BTreeMap<&str, &str> = schema
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+        .collect();
+    assert_eq!(types["id"], "long");
+    assert_eq!(types["ts"], "timestamptz");
+    assert_eq!(types["price"], "decimal(10, 2)");
+    assert!(types["user"].starts_with("struct<"), "{}", types["user"]);
+    assert!(types["tags"].starts_with("list<"), "{}", types["tags"]);
+    // Every value as it was put (PyIceberg's own reading of timestamps, decimals, structs, lists).
+    let row = &read["rows"].as_array().unwrap()[1234];
+    let want: Value = serde_json::from_str(&event(1234)).unwrap();
+    assert_eq!(row["kind"], want["kind"]);
+    assert_eq!(row["price"], want["price"]);
+    assert_eq!(row["user"], want["user"]);
+    assert_eq!(row["tags"], want["tags"]);
+    assert_eq!(row["ts"], "2026-12-02T10:34:00+00:00");
+    // Partitioned by day and kind: 3 days × 5 kinds, each file of one partition, rows summing up.
+    let files = read["files"].as_array().unwrap();
+    let partitions: std::collections::BTreeSet<String> = files
+        .iter()
+        .map(|f| f["partition"].to_string())
+        .collect();
+    assert_eq!(partitions.len(), 15, "{partitions:?}");
+    let in_files: u64 = files.iter().map(|f| f["records"].as_u64().unwrap()).sum();
+    assert_eq!(in_files, 9_999);
+    assert_eq!(read["partition_spec"], serde_json::json!(["day:ts_day", "identity:kind"]));
+
+    let dead = work.dead_letters("p");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].reason.contains("column price"),
+        "the dead letter does not name the column: {}",
+        dead[0].reason
+    );
+}
+
+/// A batch of `ids` from `shard`, record `n` at sequence `n`.
+fn batch(shard: &str, ids: std::ops::Range<u64>) -> Batch<Item> {
+    let items = ids
+        .map(|id| {
+            let data = event(id);
+            Envelope::new(
+                Item::parse_json(Bytes::from(data.clone())).unwrap(),
+                Origin::new(record(shard, id, data.as_bytes())),
+            )
+        })
+        .collect();
+    Batch::new("p".into(), items, 0)
+}
+
+async fn connect(stack: &Stack, bucket: &str, namespace: &str) -> IcebergEmitter {
+    let text = format!("e = {{ {} }}", emitter_options(stack, bucket, namespace, "events"));
+    let mut table: toml::Table = text.parse().unwrap();
+    let mut options = table.remove("e").unwrap();
+    options.as_table_mut().unwrap().remove("type");
+    let options: IcebergOptions = options.try_into().unwrap();
+    IcebergEmitter::connect("p", options.validate().unwrap(), "us-east-1")
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_redelivered_after_its_commit_is_not_appended_again() {
+    let stack = Stack::from_env();
+    let bucket = stack.bucket().await;
+    let namespace = unique("ns").replace('-', "_");
+    let first = connect(&stack, &bucket, &namespace).await;
+    let outcome = first.emit(&batch("shard-0", 0..100)).await.unwrap();
+    assert!(outcome.is_success(), "{outcome:?}");
+
+    // The crash between commit and checkpoint: the same batch again, from this emitter and from a
+    // new one (a restarted worker, or the worker the lease moved to), then a batch that overlaps it.
+    assert!(first.emit(&batch("shard-0", 0..100)).await.unwrap().is_success());
+    let second = connect(&stack, &bucket, &namespace).await;
+    assert!(second.emit(&batch("shard-0", 0..100)).await.unwrap().is_success());
+    assert!(second.emit(&batch("shard-0", 50..150)).await.unwrap().is_success());
+    // Another shard with the same sequence numbers is not mistaken for the first.
+    assert!(second.emit(&batch("shard-1", 1000..1010)).await.unwrap().is_success());
+
+    let read = read_back(&stack, &bucket, &namespace, "events");
+    let mut want: Vec<u64> = (0..150).chain(1000..1010).collect();
+    want.sort();
+    assert_eq!(ids(&read), want, "rows held twice or missing");
+    assert_eq!(read["snapshots"], 3, "an append of nothing was committed");
+
+    // A refused item is refused again on its redelivery (it must reach the dead-letter target even
+    // when its batch's commit happened before the crash).
+    let mut bad = batch("shard-2", 0..3);
+    bad.items[1] = Envelope::new(
+        Item::parse_json(Bytes::from_static(br#"{"id": 1, "ts": "never"}"#)).unwrap(),
+        Origin::new(record("shard-2", 1, b"x")),
+    );
+    for _ in 0..2 {
+        let outcome = second.emit(&bad).await.unwrap();
+        assert_eq!(outcome.failures.len(), 1, "{outcome:?}");
+        assert_eq!(outcome.failures[0].index, 1);
+        assert!(outcome.failures[0].reason.contains("column ts"), "{outcome:?}");
+    }
+}
