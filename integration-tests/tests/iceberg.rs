@@ -5,9 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use integration_tests::{Connector, Stack, Workdir, unique};
+use integration_tests::{
+    Closes, Connector, Stack, Workdir, closes_with_slow_checkpoints, trickle_producer, unique,
+};
 use kinesis_connectors_consumer::PutEntry;
 use kinesis_connectors_core::testing::record;
 use kinesis_connectors_core::{Batch, Emitter, Envelope, Item, Origin};
@@ -58,7 +63,8 @@ fn read_back(stack: &Stack, bucket: &str, namespace: &str, table: &str) -> Value
         .arg(format!("{namespace}.{table}"))
         .env(
             "PYTHONPATH",
-            std::env::var("KC_ICEBERG_PYTHONPATH").expect("KC_ICEBERG_PYTHONPATH: start the local stack"),
+            std::env::var("KC_ICEBERG_PYTHONPATH")
+                .expect("KC_ICEBERG_PYTHONPATH: start the local stack"),
         )
         .output()
         .unwrap();
@@ -126,7 +132,11 @@ async fn ten_thousand_records_land_once_with_their_types_and_partitions() {
 
     let read = read_back(&stack, &bucket, &namespace, table);
     let expected: Vec<u64> = (0..10_000).filter(|id| *id != 77).collect();
-    assert_eq!(ids(&read), expected, "the table's ids differ from the records'");
+    assert_eq!(
+        ids(&read),
+        expected,
+        "the table's ids differ from the records'"
+    );
     let schema = read["schema"].as_object().unwrap();
     let types: BTreeMap<&str, &str> = schema
         .iter()
@@ -152,14 +162,15 @@ async fn ten_thousand_records_land_once_with_their_types_and_partitions() {
     assert_eq!(row["ts"], "2026-12-02T10:34:00+00:00");
     // Partitioned by day and kind: 3 days × 5 kinds, each file of one partition, rows summing up.
     let files = read["files"].as_array().unwrap();
-    let partitions: std::collections::BTreeSet<String> = files
-        .iter()
-        .map(|f| f["partition"].to_string())
-        .collect();
+    let partitions: std::collections::BTreeSet<String> =
+        files.iter().map(|f| f["partition"].to_string()).collect();
     assert_eq!(partitions.len(), 15, "{partitions:?}");
     let in_files: u64 = files.iter().map(|f| f["records"].as_u64().unwrap()).sum();
     assert_eq!(in_files, 9_999);
-    assert_eq!(read["partition_spec"], serde_json::json!(["day:ts_day", "identity:kind"]));
+    assert_eq!(
+        read["partition_spec"],
+        serde_json::json!(["day:ts_day", "identity:kind"])
+    );
 
     let dead = work.dead_letters("p");
     assert_eq!(dead.len(), 1, "{dead:?}");
@@ -185,7 +196,10 @@ fn batch(shard: &str, ids: std::ops::Range<u64>) -> Batch<Item> {
 }
 
 async fn connect(stack: &Stack, bucket: &str, namespace: &str) -> IcebergEmitter {
-    let text = format!("e = {{ {} }}", emitter_options(stack, bucket, namespace, "events"));
+    let text = format!(
+        "e = {{ {} }}",
+        emitter_options(stack, bucket, namespace, "events")
+    );
     let mut table: toml::Table = text.parse().unwrap();
     let mut options = table.remove("e").unwrap();
     options.as_table_mut().unwrap().remove("type");
@@ -206,12 +220,36 @@ async fn a_batch_redelivered_after_its_commit_is_not_appended_again() {
 
     // The crash between commit and checkpoint: the same batch again, from this emitter and from a
     // new one (a restarted worker, or the worker the lease moved to), then a batch that overlaps it.
-    assert!(first.emit(&batch("shard-0", 0..100)).await.unwrap().is_success());
+    assert!(
+        first
+            .emit(&batch("shard-0", 0..100))
+            .await
+            .unwrap()
+            .is_success()
+    );
     let second = connect(&stack, &bucket, &namespace).await;
-    assert!(second.emit(&batch("shard-0", 0..100)).await.unwrap().is_success());
-    assert!(second.emit(&batch("shard-0", 50..150)).await.unwrap().is_success());
+    assert!(
+        second
+            .emit(&batch("shard-0", 0..100))
+            .await
+            .unwrap()
+            .is_success()
+    );
+    assert!(
+        second
+            .emit(&batch("shard-0", 50..150))
+            .await
+            .unwrap()
+            .is_success()
+    );
     // Another shard with the same sequence numbers is not mistaken for the first.
-    assert!(second.emit(&batch("shard-1", 1000..1010)).await.unwrap().is_success());
+    assert!(
+        second
+            .emit(&batch("shard-1", 1000..1010))
+            .await
+            .unwrap()
+            .is_success()
+    );
 
     let read = read_back(&stack, &bucket, &namespace, "events");
     let mut want: Vec<u64> = (0..150).chain(1000..1010).collect();
@@ -230,6 +268,98 @@ async fn a_batch_redelivered_after_its_commit_is_not_appended_again() {
         let outcome = second.emit(&bad).await.unwrap();
         assert_eq!(outcome.failures.len(), 1, "{outcome:?}");
         assert_eq!(outcome.failures[0].index, 1);
-        assert!(outcome.failures[0].reason.contains("column ts"), "{outcome:?}");
+        assert!(
+            outcome.failures[0].reason.contains("column ts"),
+            "{outcome:?}"
+        );
     }
+}
+
+/// Three workers on one lease table commit to one table while workers are SIGKILLed — with
+/// checkpoints through a slow (400 ms) link, so kills land between writing files and committing and
+/// between committing and checkpointing — and restarted under their own id or a new one: every
+/// record is one row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_killed_and_restarted_commit_each_record_once() {
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("ice-kill");
+    client.create(&stream, 4).await.unwrap();
+    let bucket = stack.bucket().await;
+    let namespace = unique("ns").replace('-', "_");
+    let (_link, lines) = closes_with_slow_checkpoints(&stack, "${WORKER}", Closes::Age).await;
+    let work = Workdir::new();
+    let config = work.config(&format!(
+        "state_dir = \"${{STATE_DIR}}\"\n[pipelines.p]\nsource = {{ stream = \"{stream}\", endpoint = \"{kinesis}\", idle_poll_interval = \"200ms\", shard_sync_interval = \"1s\" }}\ntransformer = {{ type = \"json\" }}\nemitter = {{ {emitter} }}\nretry = {{ base_delay = \"10ms\", max_delay = \"200ms\" }}\n{lines}\n",
+        kinesis = stack.kinesis,
+        emitter = emitter_options(&stack, &bucket, &namespace, "events"),
+    ));
+    let start = |name: &str| {
+        let env = vec![
+            (
+                "STATE_DIR",
+                work.path(&format!("state-{name}")).display().to_string(),
+            ),
+            ("WORKER", name.to_owned()),
+        ];
+        Connector::start(work.dir.path(), &config, "p", &[], &env)
+    };
+    let mut workers: Vec<(String, Connector)> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|n| (n.to_string(), start(n)))
+        .collect();
+
+    let halt = Arc::new(AtomicBool::new(false));
+    let producer = trickle_producer(client.clone(), stream.clone(), halt.clone());
+    // Six kills, about 3 s apart: three restarts under the same id, three under a new id.
+    for round in 0..6usize {
+        tokio::time::sleep(Duration::from_millis(2_500 + 300 * round as u64)).await;
+        let victim = round % workers.len();
+        let (name, mut worker) = workers.remove(victim);
+        worker.kill();
+        let name = if round % 2 == 0 {
+            name
+        } else {
+            format!("{name}-r{round}")
+        };
+        workers.push((name.clone(), start(&name)));
+    }
+    halt.store(true, Ordering::SeqCst);
+    let ledger = producer.await.unwrap();
+    let put: Vec<u64> = ledger.records.keys().copied().collect();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let landed = loop {
+        let read = tokio::task::block_in_place(|| read_back(&stack, &bucket, &namespace, "events"));
+        let landed = ids(&read);
+        let unique_ids: std::collections::BTreeSet<u64> = landed.iter().copied().collect();
+        if put.iter().all(|id| unique_ids.contains(id)) || Instant::now() > deadline {
+            break landed;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    for (_, w) in &workers {
+        w.terminate();
+    }
+    for (name, w) in &mut workers {
+        let status = tokio::task::block_in_place(|| w.wait(Duration::from_secs(60)));
+        assert!(
+            status.success(),
+            "worker {name}: {status:?}\n{}",
+            w.log_tail(30)
+        );
+    }
+    let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+    for id in &landed {
+        *counts.entry(*id).or_default() += 1;
+    }
+    let lost = put.iter().filter(|id| !counts.contains_key(id)).count();
+    let twice = counts.values().filter(|c| **c > 1).count();
+    eprintln!(
+        "{} records put, {} rows, {lost} lost, {twice} held twice",
+        put.len(),
+        landed.len()
+    );
+    assert_eq!(lost, 0, "records missing from the table");
+    assert_eq!(twice, 0, "records committed twice");
 }

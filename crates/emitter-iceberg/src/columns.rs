@@ -36,7 +36,9 @@ impl ColumnType {
                 *next_id += 1;
                 let id = *next_id;
                 let element = element.to_iceberg(next_id);
-                Type::List(ListType::new(NestedField::list_element(id, element, false).into()))
+                Type::List(ListType::new(
+                    NestedField::list_element(id, element, false).into(),
+                ))
             }
             Self::Struct(fields) => {
                 let mut out = Vec::with_capacity(fields.len());
@@ -58,7 +60,9 @@ pub(crate) fn schema(columns: &[(String, ColumnType, bool)]) -> iceberg::Result<
     let fields = columns.iter().enumerate().map(|(i, (name, t, required))| {
         NestedField::new(i as i32 + 1, name, t.to_iceberg(&mut next_id), *required).into()
     });
-    Schema::builder().with_fields(fields.collect::<Vec<_>>()).build()
+    Schema::builder()
+        .with_fields(fields.collect::<Vec<_>>())
+        .build()
 }
 
 /// The partition spec of a table created from `partition_by`.
@@ -158,7 +162,10 @@ impl PartitionField {
         let ok = Type::Primitive(p.clone());
         match self.transform.result_type(&ok) {
             Ok(_) => Ok(()),
-            Err(_) => Err(format!("{:?} does not apply to a {p} column", self.transform)),
+            Err(_) => Err(format!(
+                "{:?} does not apply to a {p} column",
+                self.transform
+            )),
         }
     }
 }

@@ -125,7 +125,9 @@ fn supported(field: &NestedField, path: &str) -> Result<(), String> {
 fn field_value(field: &NestedField, v: Option<&Value>, path: &str) -> Result<V, String> {
     let v = match v {
         None | Some(Value::Null) if field.required => {
-            return Err(format!("column {path}: required, but the item has no value"));
+            return Err(format!(
+                "column {path}: required, but the item has no value"
+            ));
         }
         None | Some(Value::Null) => return Ok(V::Null),
         Some(v) => v,
@@ -134,7 +136,10 @@ fn field_value(field: &NestedField, v: Option<&Value>, path: &str) -> Result<V, 
         Type::Primitive(p) => primitive(p, v).map_err(|m| format!("column {path}: {m}")),
         Type::Struct(s) => {
             let Value::Object(map) = v else {
-                return Err(format!("column {path}: expected an object, got {}", kind(v)));
+                return Err(format!(
+                    "column {path}: expected an object, got {}",
+                    kind(v)
+                ));
             };
             s.fields()
                 .iter()
@@ -226,9 +231,7 @@ fn primitive(p: &PrimitiveType, v: &Value) -> Result<V, String> {
             _ => expected("an HH:MM:SS string"),
         },
         PrimitiveType::Timestamp | PrimitiveType::Timestamptz => timestamp(v, false).map(V::I64),
-        PrimitiveType::TimestampNs | PrimitiveType::TimestamptzNs => {
-            timestamp(v, true).map(V::I64)
-        }
+        PrimitiveType::TimestampNs | PrimitiveType::TimestamptzNs => timestamp(v, true).map(V::I64),
         PrimitiveType::String => match v {
             Value::String(s) => Ok(V::Str(s.clone())),
             _ => expected("a string"),
@@ -249,7 +252,10 @@ fn primitive(p: &PrimitiveType, v: &Value) -> Result<V, String> {
             if let PrimitiveType::Fixed(n) = p
                 && bytes.len() as u64 != *n
             {
-                return Err(format!("{} bytes, the column holds exactly {n}", bytes.len()));
+                return Err(format!(
+                    "{} bytes, the column holds exactly {n}",
+                    bytes.len()
+                ));
             }
             Ok(V::Bytes(bytes))
         }
@@ -261,9 +267,9 @@ fn timestamp(v: &Value, nanos: bool) -> Result<i64, String> {
     let out_of_range = || "the timestamp is out of range".to_owned();
     match v {
         Value::Number(n) => {
-            let millis = n
-                .as_i64()
-                .ok_or_else(|| format!("{n} is not a whole number of milliseconds since the epoch"))?;
+            let millis = n.as_i64().ok_or_else(|| {
+                format!("{n} is not a whole number of milliseconds since the epoch")
+            })?;
             millis
                 .checked_mul(if nanos { 1_000_000 } else { 1_000 })
                 .ok_or_else(out_of_range)
@@ -297,24 +303,36 @@ fn decimal(text: &str, precision: u32, scale: u32) -> Result<i128, String> {
         None => (false, text.trim().strip_prefix('+').unwrap_or(text.trim())),
     };
     if digits.contains(['e', 'E']) {
-        return Err(format!("{text:?}: exponent notation is not taken for decimals"));
+        return Err(format!(
+            "{text:?}: exponent notation is not taken for decimals"
+        ));
     }
     let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
     if whole.is_empty() && fraction.is_empty()
-        || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit())
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
     {
         return Err(bad());
     }
     let fraction = fraction.trim_end_matches('0');
     if fraction.len() as u32 > scale {
-        return Err(format!("{text:?} has more than {scale} digits after the point"));
+        return Err(format!(
+            "{text:?} has more than {scale} digits after the point"
+        ));
     }
     let whole = whole.trim_start_matches('0');
     if whole.len() as u32 + scale > precision {
-        return Err(format!("{text:?} does not fit decimal({precision}, {scale})"));
+        return Err(format!(
+            "{text:?} does not fit decimal({precision}, {scale})"
+        ));
     }
     let mut unscaled: i128 = 0;
-    let padded = fraction.bytes().chain(std::iter::repeat(b'0')).take(scale as usize);
+    let padded = fraction
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(scale as usize);
     for b in whole.bytes().chain(padded) {
         unscaled = unscaled * 10 + i128::from(b - b'0');
     }

@@ -115,7 +115,10 @@ impl IcebergEmitter {
         default_region: &str,
     ) -> Result<Self, EmitError> {
         let o = &settings.options;
-        let region = o.region.clone().unwrap_or_else(|| default_region.to_owned());
+        let region = o
+            .region
+            .clone()
+            .unwrap_or_else(|| default_region.to_owned());
         let sdk = kinesis_connectors_aws::sdk_config(&region, None).await;
         let credentials = sdk
             .credentials_provider()
@@ -252,9 +255,7 @@ impl IcebergEmitter {
             return Ok(EmitOutcome::with_failures(failures));
         }
 
-        let data_files = self
-            .write_files(&table, &converter, &rows, batch)
-            .await?;
+        let data_files = self.write_files(&table, &converter, &rows, batch).await?;
         let mut properties: HashMap<String, String> = last
             .iter()
             .map(|(shard, p)| (positions::key(&self.pipeline, shard), positions::encode(p)))

@@ -33,7 +33,10 @@ pub(crate) fn decode(text: &str) -> Option<ItemPosition> {
     if parts.next().is_some() {
         return None;
     }
-    Some(ItemPosition::new(Position::new(sequence, sub_sequence), index))
+    Some(ItemPosition::new(
+        Position::new(sequence, sub_sequence),
+        index,
+    ))
 }
 
 /// The committed positions of one pipeline, kept up to date as the table's history grows.
@@ -98,11 +101,18 @@ mod tests {
     fn positions_round_trip_and_order() {
         let p = |s: &str, sub, i| {
             ItemPosition::new(
-                Position::new(SequenceNumber::new(s).unwrap_or_else(|e| panic!("{e}")), sub),
+                Position::new(
+                    SequenceNumber::new(s).unwrap_or_else(|e| panic!("{e}")),
+                    sub,
+                ),
                 i,
             )
         };
-        let a = p("49590338271490256608559692538361571095921575989136588898", 3, 7);
+        let a = p(
+            "49590338271490256608559692538361571095921575989136588898",
+            3,
+            7,
+        );
         assert_eq!(decode(&encode(&a)), Some(a.clone()));
         assert_eq!(decode("1:2"), None);
         assert_eq!(decode("x:0:0"), None);
