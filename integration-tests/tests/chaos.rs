@@ -300,6 +300,7 @@ async fn trial(stack: &Stack, produce_for: Duration, outage: Duration) -> TrialR
     .await;
     let switch = TcpSwitch::start(&proxy.url).await;
     let work = Workdir::new();
+    eprintln!("trial work dir: {}", work.dir.path().display());
     // The S3 emitters use the default key template (`{prefix}{pipeline}/…/{shard}-{first}-{last}`).
     let common = |pipeline: &str, max_age: &str| {
         format!(
@@ -422,6 +423,16 @@ metrics_addr = "127.0.0.1:${{METRICS_PORT}}"
         }
         fleet.watch(Duration::from_secs(2)).await;
     };
+    for (p, c) in &counts {
+        let missing: Vec<u64> = put.iter().copied().filter(|id| !c.contains_key(id)).collect();
+        if let (Some(first), Some(last)) = (missing.iter().min(), missing.iter().max()) {
+            eprintln!(
+                "{p}: {} items missing after the wait, ids {first}..={last}, work dir {}",
+                missing.len(),
+                work.dir.path().display()
+            );
+        }
+    }
     fleet.scrape().await;
     for w in &fleet.workers {
         w.process.terminate();
@@ -510,6 +521,10 @@ async fn chaos_trials_lose_nothing_and_hold_per_shard_batches_once() {
             bound as f64 / 1e6,
             r.elapsed.as_secs_f64()
         );
+        // Stop at the first trial that loses anything: its work dir (KC_KEEP_WORKDIRS=1) is the evidence.
+        for (p, held) in &r.held {
+            assert_eq!(held.lost, 0, "trial {t}: {p} lost {} items", held.lost);
+        }
         results.insert(t, r);
     }
     for (t, r) in &results {
