@@ -1,5 +1,5 @@
 //! What most emitters need beside the [stage contract](crate::contract), written once: a [`Secret`],
-//! bounded options with one phrasing ([`count`], [`bytes`], [`duration`], [`field_path`]), a
+//! bounded options with one phrasing ([`count`], [`bytes()`], [`duration`], [`field_path`]), a
 //! count-and-bytes [`chunks`] splitter that keeps batch indices, [`retry_after`] and the usual HTTP
 //! [`http_verdict`], one [`Verdict`] type and the fold of verdicts into an [`EmitOutcome`]
 //! ([`OutcomeBuilder`], [`send_in_order`]).
