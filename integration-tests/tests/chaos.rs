@@ -424,7 +424,11 @@ metrics_addr = "127.0.0.1:${{METRICS_PORT}}"
         fleet.watch(Duration::from_secs(2)).await;
     };
     for (p, c) in &counts {
-        let missing: Vec<u64> = put.iter().copied().filter(|id| !c.contains_key(id)).collect();
+        let missing: Vec<u64> = put
+            .iter()
+            .copied()
+            .filter(|id| !c.contains_key(id))
+            .collect();
         if let (Some(first), Some(last)) = (missing.iter().min(), missing.iter().max()) {
             eprintln!(
                 "{p}: {} items missing after the wait, ids {first}..={last}, work dir {}",

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use crate::interpolate::expand_tree;
 use crate::keys::{Key, keys_of};
 use crate::registry::{
-    DeadLetterBuild, EmitterBuild, Registry, StageContext, StageError, StageKind,
+    DeadLetterBuild, EmitterBuild, OptionError, Registry, StageContext, StageKind,
 };
 use kinesis_connectors_core::units::{ByteSize, DurationText};
 
@@ -302,12 +302,18 @@ impl Config {
                 None => err(None, Some(key), msg),
             }
         })?;
-        let parsed: FileToml = crate::registry::parse_options(root).map_err(|e| match e.key {
-            Some(k) => match k.strip_prefix("pipelines.").and_then(|k| k.split_once('.')) {
+        let parsed: FileToml = crate::registry::parse_options(root).map_err(|e| {
+            if e.key.is_empty() {
+                return err(None, None, e.message);
+            }
+            match e
+                .key
+                .strip_prefix("pipelines.")
+                .and_then(|k| k.split_once('.'))
+            {
                 Some((p, k)) => err(Some(p), Some(k.to_owned()), e.message),
-                None => err(None, Some(k), e.message),
-            },
-            None => err(None, None, e.message),
+                None => err(None, Some(e.key), e.message),
+            }
         })?;
         if parsed.pipelines.is_empty() {
             return Err(err(
@@ -373,12 +379,9 @@ fn at(key: &str, message: impl Into<String>) -> Invalid {
     (Some(key.to_owned()), message.into())
 }
 
-fn stage_error(prefix: &str, e: StageError) -> Invalid {
-    let key = match e.key {
-        Some(k) => format!("{prefix}.{k}"),
-        None => prefix.to_owned(),
-    };
-    (Some(key), e.message)
+fn stage_error(prefix: &str, e: OptionError) -> Invalid {
+    let e = e.within(prefix);
+    (Some(e.key), e.message)
 }
 
 fn validate_pipeline(
@@ -398,7 +401,8 @@ fn validate_pipeline(
             format!("invalid pipeline name {name:?}: use letters, digits, '-' and '_'"),
         ));
     }
-    let p: PipelineToml = crate::registry::parse_options(value).map_err(|e| (e.key, e.message))?;
+    let p: PipelineToml = crate::registry::parse_options(value)
+        .map_err(|e| ((!e.key.is_empty()).then_some(e.key), e.message))?;
     let source = validate_source(p.source, name, env)?;
     let ctx = StageContext {
         pipeline: name.to_owned(),

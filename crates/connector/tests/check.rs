@@ -218,6 +218,36 @@ const MALFORMED: &[(&str, &str, &[&str])] = &[
         &["key \"emitter.columns[1]\"", "not a plain SQL identifier"],
     ),
     (
+        "dynamodb batch over the BatchWriteItem limit",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"dynamodb\", table = \"clicks\", partition_key = { attribute = \"id\", type = \"S\" }, max_batch_items = 26 }",
+        &["key \"emitter.max_batch_items\"", "26"],
+    ),
+    (
+        "dynamodb table name too short",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"dynamodb\", table = \"t\", partition_key = { attribute = \"id\", type = \"S\" } }",
+        &["key \"emitter.table\"", "3 to 255"],
+    ),
+    (
+        "dynamodb sort key equal to the partition key",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"dynamodb\", table = \"clicks\", partition_key = { attribute = \"id\", type = \"S\" }, sort_key = { attribute = \"id\", type = \"S\" } }",
+        &["key \"emitter.sort_key.attribute\""],
+    ),
+    (
+        "elasticsearch URL with credentials",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"elasticsearch\", url = \"http://u:p@127.0.0.1:9200\", index = \"i\" }",
+        &["key \"emitter.url\"", "credentials"],
+    ),
+    (
+        "elasticsearch bulk of zero documents",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"elasticsearch\", url = \"http://127.0.0.1:9200\", index = \"i\", max_bulk_documents = 0 }",
+        &["key \"emitter.max_bulk_documents\""],
+    ),
+    (
+        "opensearch action that needs ids without ids",
+        "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"opensearch\", url = \"http://127.0.0.1:9200\", index = \"i\", document_id = \"none\", action = \"update\" }",
+        &["key \"emitter.action\""],
+    ),
+    (
         "redshift COPY with access keys instead of a role",
         "[pipelines.p]\nsource = { stream = \"s\" }\nemitter = { type = \"redshift\", cluster_identifier = \"c\", database = \"dev\", db_user = \"u\", table = \"clicks\", iam_role = \"aws_access_key_id=AKIA;aws_secret_access_key=x\", staging = { bucket = \"stage\" } }",
         &["key \"emitter.iam_role\""],

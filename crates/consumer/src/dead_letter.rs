@@ -13,6 +13,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use kinesis_connectors_core::contract::{
+    BuildError, DeadLetterConfig, OptionError, StageConfig, StageContext,
+};
 use kinesis_connectors_core::{DeadLetter, DeadLetterEntry, DeadLetterError};
 
 use crate::api::{self, IteratorStart, MAX_RECORD_BYTES};
@@ -234,6 +237,38 @@ impl DeadLetter for KinesisDeadLetter {
             }
         }
         assembler.finish().map_err(|e| self.error(e))
+    }
+}
+
+/// Dead-letter `type = "kinesis"`: entries (JSON, data in base64) put to another stream.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisDeadLetterOptions {
+    /// The dead-letter stream.
+    pub stream: String,
+    /// Its region (default: the pipeline's).
+    pub region: Option<String>,
+    /// Endpoint override.
+    pub endpoint: Option<String>,
+}
+
+impl StageConfig for KinesisDeadLetterOptions {
+    const TYPE: &'static str = "kinesis";
+    type Options = Self;
+    fn check(options: Self, _: &StageContext) -> Result<Self, OptionError> {
+        Ok(options)
+    }
+}
+
+impl DeadLetterConfig for KinesisDeadLetterOptions {
+    async fn build(self, ctx: StageContext) -> Result<std::sync::Arc<dyn DeadLetter>, BuildError> {
+        let region = self.region.unwrap_or(ctx.region);
+        let endpoint = self.endpoint.as_deref().filter(|e| !e.is_empty());
+        let client = StreamClient::connect(&region, endpoint).await;
+        Ok(std::sync::Arc::new(KinesisDeadLetter::new(
+            client,
+            self.stream,
+        )))
     }
 }
 

@@ -29,7 +29,7 @@ mod store;
 mod worker;
 
 pub use client::{PutEntry, PutResult, StreamClient, StreamDescription};
-pub use dead_letter::KinesisDeadLetter;
+pub use dead_letter::{KinesisDeadLetter, KinesisDeadLetterOptions};
 pub use dynamodb::DynamoDbLeaseStore;
 pub use error::{ConsumerError, KinesisError, StoreError};
 pub use fanout::ensure_consumer;

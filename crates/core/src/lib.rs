@@ -21,10 +21,12 @@
 
 mod batch;
 mod buffer;
+pub mod contract;
 mod dead_letter;
 mod emitter;
 mod error;
 mod item;
+pub mod kit;
 mod metrics;
 mod pipeline;
 mod record;

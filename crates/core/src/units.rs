@@ -43,6 +43,19 @@ impl<'de> Deserialize<'de> for DurationText {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
 
+impl std::fmt::Display for ByteSize {
+    /// The largest binary unit that divides the size exactly (`1KiB`, `100MiB`), else bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = self.0;
+        for (unit, factor) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if b >= factor && b.is_multiple_of(factor) {
+                return write!(f, "{}{unit}", b / factor);
+            }
+        }
+        write!(f, "{b}B")
+    }
+}
+
 /// Parses a size; see [`ByteSize`].
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kinesis_connectors_core::FieldPath;
+use kinesis_connectors_core::contract::OptionError;
 use kinesis_connectors_core::units::{ByteSize, DurationText};
 use serde::Deserialize;
 
@@ -252,24 +253,14 @@ impl DynamoDbConfig {
     }
 }
 
-/// A rejected option: the key (dotted, inside the emitter's table) and what is wrong.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ConfigError {
-    /// The offending key.
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
+fn err(key: &str, message: impl Into<String>) -> OptionError {
+    OptionError {
         key: key.to_owned(),
         message: message.into(),
     }
 }
 
-fn path(key: &str, text: &str) -> Result<FieldPath, ConfigError> {
+fn path(key: &str, text: &str) -> Result<FieldPath, OptionError> {
     FieldPath::parse(text).ok_or_else(|| {
         err(
             key,
@@ -278,7 +269,7 @@ fn path(key: &str, text: &str) -> Result<FieldPath, ConfigError> {
     })
 }
 
-fn name(key: &str, text: &str) -> Result<String, ConfigError> {
+fn name(key: &str, text: &str) -> Result<String, OptionError> {
     if text.is_empty() {
         return Err(err(key, "an attribute name must not be empty"));
     }
@@ -291,7 +282,7 @@ fn name(key: &str, text: &str) -> Result<String, ConfigError> {
     Ok(text.to_owned())
 }
 
-fn key_spec(key: &str, o: KeyOptions) -> Result<KeySpec, ConfigError> {
+fn key_spec(key: &str, o: KeyOptions) -> Result<KeySpec, OptionError> {
     Ok(KeySpec {
         attribute: name(&format!("{key}.attribute"), &o.attribute)?,
         kind: o.kind,
@@ -308,7 +299,7 @@ fn bounded(
     value: Option<i64>,
     default: usize,
     max: usize,
-) -> Result<usize, ConfigError> {
+) -> Result<usize, OptionError> {
     match value {
         None => Ok(default),
         Some(v) if v >= 1 && (v as u64) <= max as u64 => Ok(v as usize),
@@ -318,7 +309,7 @@ fn bounded(
 
 impl DynamoDbOptions {
     /// Checks the options and every rule between them.
-    pub fn validate(self) -> Result<DynamoDbConfig, ConfigError> {
+    pub fn validate(self) -> Result<DynamoDbConfig, OptionError> {
         if self.table.len() < 3 || self.table.len() > 255 {
             return Err(err("table", "a table name is 3 to 255 characters long"));
         }
@@ -489,9 +480,9 @@ impl DynamoDbOptions {
 }
 
 impl TryFrom<DynamoDbOptions> for DynamoDbConfig {
-    type Error = ConfigError;
+    type Error = OptionError;
 
-    fn try_from(o: DynamoDbOptions) -> Result<Self, ConfigError> {
+    fn try_from(o: DynamoDbOptions) -> Result<Self, OptionError> {
         o.validate()
     }
 }

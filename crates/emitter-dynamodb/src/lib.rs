@@ -45,6 +45,7 @@ mod mapping;
 mod metrics;
 mod request;
 mod retry;
+mod stage;
 
 pub use config::{DynamoDbConfig, DynamoDbOptions};
 pub use emitter::{DynamoDbEmitter, UNPROCESSED_REASON};

@@ -161,7 +161,7 @@ impl Auth {
 
 /// Validated options of the emitter; see the module documentation for the TOML form.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(try_from = "OptionsToml")]
+#[serde(try_from = "ElasticsearchToml")]
 pub struct ElasticsearchOptions {
     /// The cluster's URL (`http://` or `https://`, optionally with a path prefix; no credentials).
     pub url: Url,
@@ -298,10 +298,10 @@ fn field(key: &'static str, path: &str) -> Result<FieldPath, ElasticsearchError>
     })
 }
 
-/// The TOML table as written.
+/// The TOML table as written (checked into [`ElasticsearchOptions`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct OptionsToml {
+pub struct ElasticsearchToml {
     url: String,
     index: String,
     index_date_field: Option<String>,
@@ -364,10 +364,10 @@ fn count(key: &'static str, v: Option<i64>, default: usize) -> Result<usize, Ela
     }
 }
 
-impl TryFrom<OptionsToml> for ElasticsearchOptions {
+impl TryFrom<ElasticsearchToml> for ElasticsearchOptions {
     type Error = ElasticsearchError;
 
-    fn try_from(t: OptionsToml) -> Result<Self, Self::Error> {
+    fn try_from(t: ElasticsearchToml) -> Result<Self, Self::Error> {
         let mut o = Self::new(&t.url, &t.index)?;
         o.index_date_field = t
             .index_date_field

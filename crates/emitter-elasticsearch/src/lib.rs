@@ -33,12 +33,13 @@ mod error;
 mod metrics;
 mod request;
 pub mod retry;
+mod stage;
 mod template;
 
 pub use config::{
     Action, Auth, DEFAULT_MAX_BULK_BYTES, DEFAULT_MAX_BULK_DOCUMENTS,
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SIGV4_SERVICE, DocumentId,
-    ElasticsearchOptions, MAX_BULK_BYTES_LIMIT, MAX_BULK_DOCUMENTS_LIMIT,
+    ElasticsearchOptions, ElasticsearchToml, MAX_BULK_BYTES_LIMIT, MAX_BULK_DOCUMENTS_LIMIT,
     MAX_CONCURRENT_REQUESTS_LIMIT, Secret,
 };
 pub use emitter::ElasticsearchEmitter;

@@ -15,6 +15,7 @@ mod config;
 mod convert;
 mod emitter;
 mod positions;
+mod stage;
 
 pub use columns::{ColumnType, PartitionField};
 pub use config::{CatalogKind, ColumnOptions, IcebergOptions, IcebergSettings};

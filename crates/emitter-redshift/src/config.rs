@@ -11,8 +11,8 @@ use kinesis_connectors_core::units::{ByteSize, DurationText};
 use kinesis_connectors_emitter_s3::{Compression, CsvOptions, Format, S3Options, S3Settings};
 use serde::Deserialize;
 
-use crate::error::ConfigError;
 use crate::request::{ColumnType, Identifier, TableName, is_safe_literal};
+use kinesis_connectors_core::contract::OptionError;
 
 /// The loaded-files table's name when none is given (in the target table's schema).
 pub const DEFAULT_LOADED_FILES_TABLE: &str = "kinesis_connector_loaded_files";
@@ -296,14 +296,14 @@ pub struct RedshiftConfig {
     pub staging: S3Settings,
 }
 
-fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
+fn err(key: &str, message: impl Into<String>) -> OptionError {
+    OptionError {
         key: key.to_owned(),
         message: message.into(),
     }
 }
 
-fn non_empty(key: &str, value: Option<String>) -> Result<Option<String>, ConfigError> {
+fn non_empty(key: &str, value: Option<String>) -> Result<Option<String>, OptionError> {
     match value {
         Some(v) if v.trim().is_empty() => Err(err(key, "must not be empty")),
         other => Ok(other),
@@ -311,7 +311,7 @@ fn non_empty(key: &str, value: Option<String>) -> Result<Option<String>, ConfigE
 }
 
 /// `arn:aws[-partition]:iam::ACCOUNT:role/NAME`, or `default`.
-fn iam_role(text: &str) -> Result<Option<String>, ConfigError> {
+fn iam_role(text: &str) -> Result<Option<String>, OptionError> {
     if text.eq_ignore_ascii_case("default") {
         return Ok(None);
     }
@@ -345,7 +345,7 @@ fn duration(
     key: &str,
     value: Option<DurationText>,
     default: Duration,
-) -> Result<Duration, ConfigError> {
+) -> Result<Duration, OptionError> {
     let d = value.map_or(default, |d| d.0);
     if d.is_zero() {
         return Err(err(key, "must be longer than zero"));
@@ -355,7 +355,7 @@ fn duration(
 
 impl RedshiftOptions {
     /// Checks the options and the rules between them; errors name the key.
-    pub fn validate(self) -> Result<RedshiftConfig, ConfigError> {
+    pub fn validate(self) -> Result<RedshiftConfig, OptionError> {
         let secret_arn = non_empty("secret_arn", self.secret_arn)?;
         let db_user = non_empty("db_user", self.db_user)?;
         if let Some(s) = &secret_arn
@@ -568,7 +568,7 @@ fn staging_settings(
     copy: &CopyOptions,
     columns: &[ColumnSpec],
     manifest: bool,
-) -> Result<S3Settings, ConfigError> {
+) -> Result<S3Settings, OptionError> {
     let prefix = s
         .prefix
         .unwrap_or_else(|| DEFAULT_STAGING_PREFIX.to_owned());
@@ -632,9 +632,7 @@ fn staging_settings(
         storage_class: s.storage_class,
         create_bucket: s.create_bucket,
     };
-    options
-        .validate()
-        .map_err(|(k, m)| err(&format!("staging.{k}"), m))
+    options.validate().map_err(|e| e.within("staging"))
 }
 
 #[cfg(test)]
@@ -664,7 +662,7 @@ staging = { bucket = "stage-bucket" }
         format!("{}\n{extra}", kept.join("\n"))
     }
 
-    fn options(extra: &str) -> Result<RedshiftConfig, ConfigError> {
+    fn options(extra: &str) -> Result<RedshiftConfig, OptionError> {
         let text = with(BASE, extra);
         let o: RedshiftOptions = toml::from_str(&text).map_err(|e| err("parse", e.to_string()))?;
         o.validate()

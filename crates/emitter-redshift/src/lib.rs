@@ -45,15 +45,14 @@
 mod api;
 pub mod config;
 mod emitter;
-mod error;
 mod metrics;
 pub mod request;
 mod retry;
+mod stage;
 
 pub use config::{
     ColumnOption, LoadCompression, LoadFormat, RedshiftConfig, RedshiftOptions, StagingOptions,
     Target,
 };
 pub use emitter::RedshiftEmitter;
-pub use error::ConfigError;
 pub use metrics::RedshiftMetricsSnapshot;

@@ -1,5 +1,6 @@
 //! The `emitter = { type = "s3", ... }` options.
 
+use kinesis_connectors_core::contract::OptionError;
 use kinesis_connectors_core::units::ByteSize;
 use serde::{Deserialize, Serialize};
 
@@ -161,12 +162,12 @@ pub struct S3Settings {
 
 impl S3Options {
     /// Checks the options; errors name the key (relative to the emitter table).
-    pub fn validate(self) -> Result<S3Settings, (String, String)> {
-        let bad = |k: &str, m: String| Err((k.to_owned(), m));
+    pub fn validate(self) -> Result<S3Settings, OptionError> {
+        let bad = |k: &str, m: String| Err(OptionError::at(k, m));
         if !valid_bucket(&self.bucket) {
             return bad("bucket", format!("invalid bucket name {:?}", self.bucket));
         }
-        let key = KeyTemplate::parse(&self.key).map_err(|m| ("key".to_owned(), m))?;
+        let key = KeyTemplate::parse(&self.key).map_err(|m| OptionError::at("key", m))?;
         if !key.is_unique_per_batch() {
             return bad(
                 "key",
@@ -265,50 +266,59 @@ fn valid_bucket(b: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn options(extra: &str) -> Result<S3Settings, (String, String)> {
+    fn options(extra: &str) -> Result<S3Settings, OptionError> {
         let text = format!("bucket = \"my-bucket\"\n{extra}");
         let o: S3Options =
-            toml::from_str(&text).map_err(|e| ("parse".to_owned(), e.to_string()))?;
+            toml::from_str(&text).map_err(|e| OptionError::at("parse", e.to_string()))?;
         o.validate()
     }
 
     #[test]
     fn validation_names_the_key() {
         assert!(options("").is_ok());
-        assert_eq!(options("key = \"{pipeline}/x{ext}\"").unwrap_err().0, "key");
-        assert_eq!(options("key = \"{nope}\"").unwrap_err().0, "key");
-        assert_eq!(options("part_size = \"1MiB\"").unwrap_err().0, "part_size");
         assert_eq!(
-            options("compression = \"snappy\"").unwrap_err().0,
+            options("key = \"{pipeline}/x{ext}\"").unwrap_err().key,
+            "key"
+        );
+        assert_eq!(options("key = \"{nope}\"").unwrap_err().key, "key");
+        assert_eq!(
+            options("part_size = \"1MiB\"").unwrap_err().key,
+            "part_size"
+        );
+        assert_eq!(
+            options("compression = \"snappy\"").unwrap_err().key,
             "compression"
         );
         assert_eq!(
             options("schema = [{ name = \"a\", type = \"int64\" }]")
                 .unwrap_err()
-                .0,
+                .key,
             "schema"
         );
         assert!(
             options("format = \"parquet\"\nschema = [{ name = \"a\", type = \"int64\" }]").is_ok()
         );
-        assert_eq!(options("format = \"csv\"").unwrap_err().0, "csv");
-        assert_eq!(options("csv = { columns = [\"a\"] }").unwrap_err().0, "csv");
+        assert_eq!(options("format = \"csv\"").unwrap_err().key, "csv");
+        assert_eq!(
+            options("csv = { columns = [\"a\"] }").unwrap_err().key,
+            "csv"
+        );
         assert_eq!(
             options("format = \"csv\"\ncsv = { columns = [] }")
                 .unwrap_err()
-                .0,
+                .key,
             "csv.columns"
         );
         assert_eq!(
             options("format = \"csv\"\ncsv = { columns = [\"a\"], delimiter = \"\\\"\" }")
                 .unwrap_err()
-                .0,
+                .key,
             "csv.delimiter"
         );
         assert!(
             options("format = \"csv\"\ncsv = { columns = [\"a\"], delimiter = \"|\" }").is_ok()
         );
         let bad_bucket: S3Options = toml::from_str("bucket = \"Bad_Bucket\"").unwrap();
-        assert_eq!(bad_bucket.validate().unwrap_err().0, "bucket");
+        assert_eq!(bad_bucket.validate().unwrap_err().key, "bucket");
     }
 }

@@ -28,8 +28,10 @@ mod emitter;
 pub mod encode;
 pub mod key;
 mod retry;
+mod stage;
 mod upload;
 
 pub use config::{Column, ColumnType, Compression, CsvOptions, Format, S3Options, S3Settings};
 pub use dead_letter::S3DeadLetter;
 pub use emitter::{BatchWrite, S3Emitter, S3Writer, WrittenObject};
+pub use stage::S3DeadLetterOptions;

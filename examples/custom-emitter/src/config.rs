@@ -1,12 +1,12 @@
-//! The `emitter = { type = "webhook", ... }` options and their validation into [`WebhookSettings`].
-//!
-//! Options are checked when the configuration is loaded, so `kinesis-connector check` reports a
-//! mistake (with its key) without sending anything.
+//! The `emitter = { type = "webhook", ... }` options and their check into [`WebhookSettings`], through
+//! the stage contract of `core`: `kinesis-connector check` reports a mistake by its full key
+//! (`emitter.max_items_per_request`) without sending anything.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
+use kinesis_connectors_core::contract::{OptionError, StageConfig, StageContext};
+use kinesis_connectors_core::kit::{self, Secret};
 use kinesis_connectors_core::stages::LineFormat;
 use kinesis_connectors_core::units::{ByteSize, DurationText};
 use reqwest::Url;
@@ -21,24 +21,6 @@ pub const DEFAULT_MAX_ITEMS_PER_REQUEST: usize = 500;
 pub const MAX_ITEMS_PER_REQUEST_LIMIT: usize = 100_000;
 /// Default most body bytes in one POST (a single larger item is sent alone).
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1024 * 1024;
-
-/// A secret string (a token, an API-key header): redacted in `Debug`, no `Display`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
 
 /// The options as written in `connectors.toml`.
 #[derive(Clone, Debug, Deserialize)]
@@ -62,7 +44,7 @@ pub struct WebhookOptions {
     pub max_request_bytes: Option<ByteSize>,
 }
 
-/// The options, validated.
+/// The options, checked.
 #[derive(Clone, Debug)]
 pub struct WebhookSettings {
     /// Where batches go.
@@ -79,82 +61,66 @@ pub struct WebhookSettings {
     pub max_request_bytes: usize,
 }
 
-impl WebhookSettings {
-    /// Settings with every default for `url`.
-    pub fn new(url: &str) -> Result<Self, (String, String)> {
-        WebhookOptions {
-            url: url.to_owned(),
-            format: LineFormat::default(),
-            bearer_token: None,
-            headers: BTreeMap::new(),
-            timeout: None,
-            max_items_per_request: None,
-            max_request_bytes: None,
-        }
-        .validate()
-    }
+/// A header value marked sensitive (never printed).
+fn secret_header(key: &str, value: &str) -> Result<HeaderValue, OptionError> {
+    let mut value = HeaderValue::from_str(value)
+        .map_err(|_| OptionError::at(key, "not a valid header value"))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 impl WebhookOptions {
-    /// Checks the options; an error names its key (relative to the emitter table) and what is wrong.
-    pub fn validate(self) -> Result<WebhookSettings, (String, String)> {
-        let bad = |key: &str, message: String| (key.to_owned(), message);
+    /// Checks the options; an error names its key inside the emitter's table.
+    pub fn validate(self) -> Result<WebhookSettings, OptionError> {
+        let bad = |message: String| OptionError::at("url", message);
         let url = Url::parse(self.url.trim())
-            .map_err(|e| bad("url", format!("invalid URL {:?}: {e}", self.url)))?;
+            .map_err(|e| bad(format!("invalid URL {:?}: {e}", self.url)))?;
         if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(bad("url", format!("{:?}: use http or https", self.url)));
+            return Err(bad(format!("{:?}: use http or https", self.url)));
         }
         if !url.username().is_empty() || url.password().is_some() {
             // A URL ends up in logs; credentials belong in bearer_token or headers, from ${ENV}.
             return Err(bad(
-                "url",
                 "must not hold credentials; use bearer_token or headers".into(),
             ));
         }
         let mut headers = HeaderMap::new();
         if let Some(token) = &self.bearer_token {
-            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                .map_err(|_| bad("bearer_token", "not a valid header value".into()))?;
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
+            let value = format!("Bearer {}", token.expose());
+            headers.insert(AUTHORIZATION, secret_header("bearer_token", &value)?);
         }
         for (name, value) in &self.headers {
             let key = format!("headers.{name}");
             let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| bad(&key, "not a valid header name".into()))?;
-            let mut value = HeaderValue::from_str(value.expose())
-                .map_err(|_| bad(&key, "not a valid header value".into()))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-        let timeout = self.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
-        if timeout.is_zero() {
-            return Err(bad("timeout", "must be longer than 0s".into()));
-        }
-        let max_items_per_request = match self.max_items_per_request {
-            None => DEFAULT_MAX_ITEMS_PER_REQUEST,
-            Some(n) if (1..=MAX_ITEMS_PER_REQUEST_LIMIT as i64).contains(&n) => n as usize,
-            Some(n) => {
-                return Err(bad(
-                    "max_items_per_request",
-                    format!("must be between 1 and {MAX_ITEMS_PER_REQUEST_LIMIT}, got {n}"),
-                ));
-            }
-        };
-        let max_request_bytes = self
-            .max_request_bytes
-            .map_or(DEFAULT_MAX_REQUEST_BYTES, |b| b.0);
-        if max_request_bytes < 1024 {
-            return Err(bad("max_request_bytes", "must be at least 1KiB".into()));
+                .map_err(|_| OptionError::at(&key, "not a valid header name"))?;
+            headers.insert(name, secret_header(&key, value.expose())?);
         }
         Ok(WebhookSettings {
             url,
             format: self.format,
             headers,
-            timeout,
-            max_items_per_request,
-            max_request_bytes: usize::try_from(max_request_bytes).unwrap_or(usize::MAX),
+            timeout: kit::duration("timeout", self.timeout, DEFAULT_TIMEOUT)?,
+            max_items_per_request: kit::count(
+                "max_items_per_request",
+                self.max_items_per_request,
+                DEFAULT_MAX_ITEMS_PER_REQUEST,
+                1..=MAX_ITEMS_PER_REQUEST_LIMIT,
+            )?,
+            max_request_bytes: kit::bytes(
+                "max_request_bytes",
+                self.max_request_bytes,
+                DEFAULT_MAX_REQUEST_BYTES,
+                1024..=u64::MAX,
+            )?,
         })
+    }
+}
+
+impl StageConfig for WebhookSettings {
+    const TYPE: &'static str = "webhook";
+    type Options = WebhookOptions;
+    fn check(options: WebhookOptions, _: &StageContext) -> Result<Self, OptionError> {
+        options.validate()
     }
 }
 
@@ -162,9 +128,9 @@ impl WebhookOptions {
 mod tests {
     use super::*;
 
-    fn options(text: &str) -> Result<WebhookSettings, (String, String)> {
+    fn options(text: &str) -> Result<WebhookSettings, OptionError> {
         let o: WebhookOptions =
-            toml::from_str(text).map_err(|e| ("parse".into(), e.to_string()))?;
+            toml::from_str(text).map_err(|e| OptionError::at("parse", e.to_string()))?;
         o.validate()
     }
 
@@ -174,17 +140,17 @@ mod tests {
         assert_eq!(s.max_items_per_request, DEFAULT_MAX_ITEMS_PER_REQUEST);
         assert_eq!(s.timeout, DEFAULT_TIMEOUT);
         assert_eq!(s.format, LineFormat::Data);
-        assert_eq!(options("url = \"ftp://x/\"").unwrap_err().0, "url");
-        assert_eq!(options("url = \"http://u:p@x/\"").unwrap_err().0, "url");
-        assert_eq!(options("url = \"nope\"").unwrap_err().0, "url");
+        assert_eq!(options("url = \"ftp://x/\"").unwrap_err().key, "url");
+        assert_eq!(options("url = \"http://u:p@x/\"").unwrap_err().key, "url");
+        assert_eq!(options("url = \"nope\"").unwrap_err().key, "url");
         let e = options("url = \"http://x/\"\nmax_items_per_request = 0").unwrap_err();
-        assert_eq!(e.0, "max_items_per_request");
+        assert_eq!(e.key, "max_items_per_request");
         let e = options("url = \"http://x/\"\ntimeout = \"0s\"").unwrap_err();
-        assert_eq!(e.0, "timeout");
+        assert_eq!(e.key, "timeout");
         let e = options("url = \"http://x/\"\nheaders = { \"bad name\" = \"v\" }").unwrap_err();
-        assert_eq!(e.0, "headers.bad name");
+        assert_eq!(e.key, "headers.bad name");
         assert_eq!(
-            options("url = \"http://x/\"\ncolour = 1").unwrap_err().0,
+            options("url = \"http://x/\"\ncolour = 1").unwrap_err().key,
             "parse"
         );
     }

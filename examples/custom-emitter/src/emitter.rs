@@ -1,13 +1,15 @@
 //! The [`Emitter`] implementation: a batch becomes one or more POSTs, sent in order.
 
-use kinesis_connectors_core::{
-    Batch, EmitError, EmitOutcome, Emitter, Item, ItemFailure, async_trait,
-};
+use std::sync::Arc;
+
+use kinesis_connectors_core::contract::{BuildError, EmitterConfig, StageContext};
+use kinesis_connectors_core::kit::{Verdict, send_in_order};
+use kinesis_connectors_core::{Batch, EmitError, EmitOutcome, Emitter, Item, async_trait};
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
 use crate::config::WebhookSettings;
 use crate::request::{self, Request};
-use crate::retry::{self, Verdict};
+use crate::retry;
 
 /// POSTs batches of items as JSON to a URL; see the crate documentation.
 #[derive(Debug)]
@@ -17,7 +19,7 @@ pub struct WebhookEmitter {
 }
 
 impl WebhookEmitter {
-    /// An emitter for validated settings (builds the HTTP client; sends nothing).
+    /// An emitter for checked settings (builds the HTTP client; sends nothing).
     pub fn new(settings: WebhookSettings) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
@@ -37,83 +39,60 @@ impl WebhookEmitter {
         if let Ok(key) = HeaderValue::from_str(&request.batch_id) {
             post = post.header("idempotency-key", key);
         }
-        match post.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let body = if (200..300).contains(&status) {
-                    String::new()
-                } else {
-                    response.text().await.unwrap_or_default()
-                };
-                retry::classify_status(status, retry_after.as_deref(), &body)
-            }
-            Err(e) => retry::classify_transport(&e),
-        }
+        let response = match post.send().await {
+            Ok(response) => response,
+            Err(e) => return retry::classify_transport(&e),
+        };
+        let status = response.status().as_u16();
+        let wait = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok());
+        let wait = wait.map(str::to_owned);
+        let body = match status {
+            200..=299 => String::new(),
+            _ => response.text().await.unwrap_or_default(),
+        };
+        retry::classify_status(status, wait.as_deref(), &body)
     }
 }
 
 #[async_trait]
 impl Emitter<Item> for WebhookEmitter {
-    /// Sends the batch's requests one after another, so the receiver sees each shard's items in order.
-    /// After a retryable failure nothing later in the batch is sent (it is reported retryable too, and
-    /// comes again in order on the retry); a permanent failure dead-letters that request's items and the
-    /// rest go on.
+    /// Sends the batch's requests one after another, so the receiver sees each shard's items in order
+    /// ([`send_in_order`]: after a retryable failure nothing later is sent; a permanent failure
+    /// dead-letters that request's items and the rest go on).
     async fn emit(&self, batch: &Batch<Item>) -> Result<EmitOutcome, EmitError> {
+        let s = &self.settings;
         let plan = request::plan(
             batch,
-            self.settings.format,
-            self.settings.max_items_per_request,
-            self.settings.max_request_bytes,
+            s.format,
+            s.max_items_per_request,
+            s.max_request_bytes,
         );
-        let mut failures = plan.refused;
-        for (k, request) in plan.requests.iter().enumerate() {
-            match self.send(request).await {
-                Verdict::Delivered => {}
-                Verdict::Permanent(reason) => failures.extend(
-                    request
-                        .indices
-                        .iter()
-                        .map(|&i| ItemFailure::permanent(i, reason.clone())),
-                ),
-                Verdict::Retry(reason, wait) => {
-                    if k == 0 && failures.is_empty() {
-                        // Nothing of the batch was taken: the whole batch is retried.
-                        let error = EmitError::retryable(reason);
-                        return Err(match wait {
-                            Some(w) => error.with_retry_after(w),
-                            None => error,
-                        });
-                    }
-                    for r in &plan.requests[k..] {
-                        failures.extend(r.indices.iter().map(|&i| ItemFailure {
-                            retry_after: wait,
-                            ..ItemFailure::retryable(i, reason.clone())
-                        }));
-                    }
-                    break;
-                }
-            }
-        }
-        Ok(EmitOutcome::with_failures(failures))
+        let requests = &plan.requests;
+        let indices: Vec<&[usize]> = requests.iter().map(|r| r.indices.as_slice()).collect();
+        send_in_order(&indices, plan.refused, |k| self.send(&requests[k])).await
     }
 
     /// A `HEAD` request to the URL: any answer but 401, 403 and 404 means the receiver is there (many
     /// webhook receivers answer 405 to anything but `POST`).
     async fn check(&self) -> Result<(), EmitError> {
-        match self.client.head(self.settings.url.clone()).send().await {
+        let url = &self.settings.url;
+        match self.client.head(url.clone()).send().await {
             Ok(r) if matches!(r.status().as_u16(), 401 | 403 | 404) => Err(EmitError::permanent(
-                format!("{} answered HTTP {}", self.settings.url, r.status()),
+                format!("{url} answered HTTP {}", r.status()),
             )),
             Ok(_) => Ok(()),
             Err(e) => Err(EmitError::retryable(format!(
-                "{} cannot be reached: {e}",
-                self.settings.url
+                "{url} cannot be reached: {e}"
             ))),
         }
+    }
+}
+
+impl EmitterConfig for WebhookSettings {
+    async fn build(self, _: StageContext) -> Result<Arc<dyn Emitter<Item>>, BuildError> {
+        Ok(Arc::new(WebhookEmitter::new(self)?))
     }
 }

@@ -11,30 +11,31 @@
 //! the pipeline, the first record's shard and the positions of the first and last item. A request
 //! redelivered after a crash or retried carries the same id, so a receiver can drop duplicates.
 
+use kinesis_connectors_core::kit::chunks;
 use kinesis_connectors_core::stages::LineFormat;
 use kinesis_connectors_core::{Batch, Envelope, Item, ItemFailure};
 
-/// One POST: the batch indices of its items and its body.
+/// One POST: the batch indices of its items, its body and its id.
 #[derive(Debug)]
 pub struct Request {
-    /// Indices into the batch, in batch order.
+    /// Indices (in the batch) of the items in this request, ascending.
     pub indices: Vec<usize>,
     /// The JSON body.
     pub body: Vec<u8>,
-    /// The body's `batch_id`.
+    /// The request's id (`Idempotency-Key`).
     pub batch_id: String,
 }
 
-/// What a batch becomes: requests in batch order, and items refused before sending.
+/// A batch split into requests, and the items that cannot be sent at all.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// The requests, to be sent in order.
+    /// The requests, in the batch's order.
     pub requests: Vec<Request>,
-    /// Items that cannot be written in the configured format (permanent failures).
+    /// Items refused before sending (e.g. raw bytes with `format = "data"`): permanent failures.
     pub refused: Vec<ItemFailure>,
 }
 
-/// Renders one item in `format`: `Err` for an item the format cannot carry.
+/// One item as it appears in the body's `items` array.
 fn render(format: LineFormat, entry: &Envelope<Item>) -> Result<Vec<u8>, String> {
     if format == LineFormat::Data && !entry.item.is_json() {
         return Err(
@@ -43,7 +44,6 @@ fn render(format: LineFormat, entry: &Envelope<Item>) -> Result<Vec<u8>, String>
         );
     }
     let mut out = Vec::with_capacity(entry.item.data().len() + 1);
-    // Both line formats produce one JSON document (for JSON items, or any item as an envelope).
     format.write(entry, &mut out);
     if out.last() == Some(&b'\n') {
         out.pop();
@@ -51,75 +51,45 @@ fn render(format: LineFormat, entry: &Envelope<Item>) -> Result<Vec<u8>, String>
     Ok(out)
 }
 
-/// The id of a request holding `entries` (a non-empty slice, in batch order): item positions, so the
-/// requests a many-item record is split over have ids of their own.
-fn batch_id(pipeline: &str, first: &Envelope<Item>, last: &Envelope<Item>) -> String {
-    let shard = &first.record().shard_id;
-    format!(
-        "{pipeline}:{shard}:{}:{}",
-        first.item_position(),
-        last.item_position()
-    )
-}
-
-fn body(batch: &Batch<Item>, batch_id: &str, items: &[Vec<u8>]) -> Vec<u8> {
-    let head = serde_json::json!({
-        "batch_id": batch_id,
-        "pipeline": &*batch.context.pipeline,
-        "stream": &*batch.context.stream,
-    });
-    let mut out = head.to_string().into_bytes();
-    out.pop(); // the closing brace: the items follow
-    out.extend_from_slice(b",\"items\":[");
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(item);
-    }
-    out.extend_from_slice(b"]}");
-    out
-}
-
-/// Splits `batch` into requests of at most `max_items` items and (except for a single larger item)
-/// `max_bytes` bytes of items.
+/// Splits `batch` into requests of at most `max_items` items and about `max_bytes` of items each
+/// (an item larger than `max_bytes` goes alone), keeping the batch's order.
 pub fn plan(batch: &Batch<Item>, format: LineFormat, max_items: usize, max_bytes: usize) -> Plan {
     let mut plan = Plan::default();
-    let mut indices: Vec<usize> = Vec::new();
-    let mut rendered: Vec<Vec<u8>> = Vec::new();
-    let mut bytes = 0usize;
-    let flush = |plan: &mut Plan, indices: &mut Vec<usize>, rendered: &mut Vec<Vec<u8>>| {
-        if let (Some(&first), Some(&last)) = (indices.first(), indices.last()) {
-            let id = batch_id(
-                &batch.context.pipeline,
-                &batch.items[first],
-                &batch.items[last],
-            );
-            plan.requests.push(Request {
-                body: body(batch, &id, rendered),
-                indices: std::mem::take(indices),
-                batch_id: id,
-            });
-            rendered.clear();
-        }
-    };
+    let mut rendered = Vec::new();
     for (i, entry) in batch.items.iter().enumerate() {
         match render(format, entry) {
+            Ok(r) => rendered.push((i, r)),
             Err(reason) => plan.refused.push(ItemFailure::permanent(i, reason)),
-            Ok(r) => {
-                let full = indices.len() >= max_items
-                    || (!indices.is_empty() && bytes + r.len() + 1 > max_bytes);
-                if full {
-                    flush(&mut plan, &mut indices, &mut rendered);
-                    bytes = 0;
-                }
-                bytes += r.len() + 1;
-                indices.push(i);
-                rendered.push(r);
-            }
         }
     }
-    flush(&mut plan, &mut indices, &mut rendered);
+    for chunk in chunks(rendered, |r| r.len() + 1, max_items, max_bytes) {
+        let (first, last) = (
+            &batch.items[chunk.indices[0]],
+            &batch.items[chunk.indices[chunk.indices.len() - 1]],
+        );
+        let batch_id = format!(
+            "{}:{}:{}:{}",
+            batch.context.pipeline,
+            first.record().shard_id,
+            first.item_position(),
+            last.item_position()
+        );
+        let head = serde_json::json!({
+            "batch_id": batch_id,
+            "pipeline": &*batch.context.pipeline,
+            "stream": &*batch.context.stream,
+        });
+        let mut body = head.to_string().into_bytes();
+        body.pop(); // the closing brace: the items follow
+        body.extend_from_slice(b",\"items\":[");
+        body.extend(chunk.parts.join(&b','));
+        body.extend_from_slice(b"]}");
+        plan.requests.push(Request {
+            indices: chunk.indices,
+            body,
+            batch_id,
+        });
+    }
     plan
 }
 

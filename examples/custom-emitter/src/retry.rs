@@ -12,42 +12,19 @@
 //! The emitter never retries by itself: it reports the verdict and the pipeline runner retries just the
 //! failed items with its one policy (exponential backoff, capped, full jitter, at least `Retry-After`).
 
-use std::time::Duration;
+pub use kinesis_connectors_core::kit::Verdict;
+use kinesis_connectors_core::kit::{error_chain, http_verdict, retry_after, status_reason};
 
-/// What became of one request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Every item of the request was taken.
-    Delivered,
-    /// Not taken; may pass later (with the wait the receiver asked for, if any).
-    Retry(String, Option<Duration>),
-    /// Not taken; never will be.
-    Permanent(String),
-}
-
-/// Most of the receiver's answer quoted in a failure reason.
-const REASON_BODY_CHARS: usize = 200;
-
-/// The verdict on an HTTP answer: its status, `Retry-After` header and body.
-pub fn classify_status(status: u16, retry_after: Option<&str>, body: &str) -> Verdict {
-    if (200..300).contains(&status) {
-        return Verdict::Delivered;
-    }
-    let body: String = body.trim().chars().take(REASON_BODY_CHARS).collect();
-    let reason = if body.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("HTTP {status}: {body}")
-    };
+/// The verdict on an HTTP answer (`body` is read only for failures, for the reason).
+pub fn classify_status(status: u16, retry_after_header: Option<&str>, body: &str) -> Verdict {
+    let reason = status_reason(status, body);
     match status {
-        408 | 429 | 500..=599 => Verdict::Retry(reason, retry_after.and_then(parse_retry_after)),
-        401 | 403 | 404 => Verdict::Retry(reason, None),
         413 => Verdict::Permanent(format!("{reason} (lower max_request_bytes)")),
-        _ => Verdict::Permanent(reason),
+        _ => http_verdict(status, retry_after(retry_after_header), reason),
     }
 }
 
-/// The verdict on a request that got no answer (timeout, connection error).
+/// The verdict on a request that got no answer.
 pub fn classify_transport(error: &reqwest::Error) -> Verdict {
     if error.is_builder() {
         return Verdict::Permanent(format!("request not sent: {error}"));
@@ -59,24 +36,13 @@ pub fn classify_transport(error: &reqwest::Error) -> Verdict {
     } else {
         "request failed"
     };
-    // reqwest's Display names the URL but not the cause: add the sources.
-    let mut reason = format!("{what}: {error}");
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        reason.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    Verdict::Retry(reason, None)
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is not used by webhook receivers in practice and is
-/// ignored: the retry policy's own backoff applies).
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    Verdict::Retry(format!("{what}: {}", error_chain(error)), None)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -20,6 +20,9 @@
 
 mod parse;
 
+use kinesis_connectors_core::contract::{
+    OptionError, StageConfig, StageContext, TransformerConfig,
+};
 use kinesis_connectors_core::{Item, Record, TransformError, Transformer};
 use serde::Deserialize;
 
@@ -57,10 +60,21 @@ impl Default for ApacheLogTransformer {
 /// Registers the transformer as `type = "apache_access_log"` (what the binary does).
 #[cfg(feature = "cli")]
 pub fn register(registry: &mut kinesis_connector::Registry) {
-    registry.transformer("apache_access_log", |_ctx, options: ApacheLogOptions| {
-        Ok(std::sync::Arc::new(ApacheLogTransformer::new(options))
-            as std::sync::Arc<dyn Transformer<Item>>)
-    });
+    registry.transformer::<ApacheLogTransformer>();
+}
+
+impl StageConfig for ApacheLogTransformer {
+    const TYPE: &'static str = "apache_access_log";
+    type Options = ApacheLogOptions;
+    fn check(options: ApacheLogOptions, _: &StageContext) -> Result<Self, OptionError> {
+        Ok(Self::new(options))
+    }
+}
+
+impl TransformerConfig for ApacheLogTransformer {
+    fn build(self, _: &StageContext) -> std::sync::Arc<dyn Transformer<Item>> {
+        std::sync::Arc::new(self)
+    }
 }
 
 impl Transformer<Item> for ApacheLogTransformer {
