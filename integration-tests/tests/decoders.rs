@@ -47,6 +47,9 @@ fn record_view(r: &Record) -> RecordView {
     )
 }
 
+/// A KPL user record: data, partition key, explicit hash key.
+type UserView = (Bytes, String, Option<u128>);
+
 /// A page, or an error, as both decoders must give it. A transient error's message is compared only
 /// when the service wrote one (otherwise each path describes the failure in its own words).
 #[derive(Debug, PartialEq)]
@@ -54,7 +57,7 @@ enum Outcome {
     Page {
         records: Vec<RecordView>,
         /// KPL user records of each record (data, key, explicit hash key), `None` for plain ones.
-        users: Vec<Option<Vec<(Bytes, String, Option<u128>)>>>,
+        users: Vec<Option<Vec<UserView>>>,
         next_iterator: Option<String>,
         millis_behind_latest: Option<i64>,
         child_shards: Vec<String>,
