@@ -92,6 +92,23 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// The polling reader's decoder for tests that build a `Worker` themselves: what
+    /// `$KC_SOURCE_DECODER` names (`own`, the binary's default, when unset; `sdk`), on the local
+    /// Kinesis, so a suite runs on either decoder as the binary's tests do.
+    pub async fn decoder(&self) -> kinesis_connectors_consumer::Decoder {
+        use kinesis_connectors_consumer::{Decoder, api};
+        match std::env::var("KC_SOURCE_DECODER").as_deref() {
+            Ok("sdk") => Decoder::Sdk,
+            Ok("" | "own") | Err(_) => {
+                let (_, wire) = api::clients("us-east-1", Some(&self.kinesis)).await;
+                Decoder::Own(std::sync::Arc::new(wire.unwrap()))
+            }
+            Ok(other) => panic!("KC_SOURCE_DECODER={other:?}: expected own or sdk"),
+        }
+    }
+}
+
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

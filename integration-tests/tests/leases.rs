@@ -431,6 +431,7 @@ async fn pages_waiting_for_a_full_pipeline_stay_within_the_fetched_bytes_budget(
     let mut settings = WorkerSettings::new(&stream);
     settings.reader.max_records = 100;
     settings.reader.max_fetched_bytes = 3 * 1024 * 1024;
+    settings.reader.decoder = stack.decoder().await;
     let worker = Worker::new(
         client.sdk().clone(),
         settings,

@@ -787,6 +787,7 @@ async fn a_lease_lost_just_before_the_shard_end_checkpoint_drops_the_shard_and_t
     settings.until_tip = true;
     settings.shard_sync_interval = Duration::from_secs(1);
     settings.reader.idle_poll_interval = Duration::from_millis(200);
+    settings.reader.decoder = stack.decoder().await;
     let worker = Worker::new(
         client.sdk().clone(),
         settings,

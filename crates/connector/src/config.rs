@@ -110,6 +110,7 @@ struct SourceToml {
     shard_sync_interval: Option<DurationText>,
     max_concurrent_requests: Option<i64>,
     max_fetched_bytes: Option<ByteSize>,
+    decoder: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,7 +169,23 @@ pub struct SourceSpec {
     pub reader_kind: ReaderKind,
     /// Time between shard discoveries.
     pub shard_sync_interval: Duration,
+    /// Who sends and decodes the polling reader's `GetShardIterator` and `GetRecords`.
+    pub decoder: SourceDecoder,
 }
+
+/// Who sends and decodes the polling reader's `GetShardIterator` and `GetRecords` calls
+/// (`source.decoder`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourceDecoder {
+    /// Our own calls and decoder (`"own"`, the default).
+    #[default]
+    Own,
+    /// The AWS SDK (`"sdk"`), the reference path.
+    Sdk,
+}
+
+/// The environment variable naming the decoder of pipelines whose `source.decoder` is not set.
+pub const DECODER_ENV: &str = "KC_SOURCE_DECODER";
 
 /// Where a pipeline keeps its checkpoints and leases.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -800,6 +817,27 @@ fn validate_source(
             "must be at least 1MiB (a GetRecords page may hold up to 10 MiB; a smaller budget only waits for the whole of it)",
         ));
     }
+    // The file's key wins; the environment variable only changes the default.
+    let (decoder, from) = match s.decoder {
+        Some(_) if matches!(reader_kind, ReaderKind::FanOut { .. }) => {
+            return Err(at(
+                "source.decoder",
+                "only for reader = \"polling\" (enhanced fan-out reads through the SDK)",
+            ));
+        }
+        Some(d) => (Some(d), ""),
+        None => (env(DECODER_ENV), " (from $KC_SOURCE_DECODER)"),
+    };
+    let decoder = match decoder.as_deref() {
+        None | Some("" | "own") => SourceDecoder::Own,
+        Some("sdk") => SourceDecoder::Sdk,
+        Some(other) => {
+            return Err(at(
+                "source.decoder",
+                format!("unknown decoder {other:?}{from}; one of: own, sdk"),
+            ));
+        }
+    };
     Ok(SourceSpec {
         stream: s.stream,
         region,
@@ -815,6 +853,7 @@ fn validate_source(
         },
         shard_sync_interval,
         reader_kind,
+        decoder,
     })
 }
 

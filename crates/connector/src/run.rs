@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use kinesis_connectors_consumer::{
-    DynamoDbLeaseStore, FileCheckpointStore, LeaseSettings, LeaseStore, PipelineProcessorFactory,
-    Worker, WorkerSettings, api,
+    Decoder, DynamoDbLeaseStore, FileCheckpointStore, LeaseSettings, LeaseStore,
+    PipelineProcessorFactory, ReaderKind, Worker, WorkerSettings, api,
 };
 use kinesis_connectors_core::{DeadLetter, Emitter, Item, MetricsSnapshot, Pipeline};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CheckpointSpec, PipelineSpec};
+use crate::config::{CheckpointSpec, PipelineSpec, SourceDecoder};
 
 /// How `run` behaves.
 #[derive(Clone, Copy, Debug, Default)]
@@ -147,13 +147,23 @@ pub async fn run_pipeline(
     let (handle, running) = pipeline.start();
     let mut pipeline_task = tokio::spawn(running.wait());
 
-    let client = api::client(&spec.source.region, spec.source.endpoint.as_deref()).await;
+    let (client, wire) = api::clients(&spec.source.region, spec.source.endpoint.as_deref()).await;
+    let mut reader = spec.source.reader.clone();
+    // The decoder serves the polling reader; enhanced fan-out reads through the SDK.
+    reader.decoder = match (spec.source.decoder, &spec.source.reader_kind) {
+        (SourceDecoder::Sdk, _) | (_, ReaderKind::FanOut { .. }) => Decoder::Sdk,
+        (SourceDecoder::Own, ReaderKind::Polling) => {
+            Decoder::Own(Arc::new(wire.with_context(|| {
+                format!("pipeline {name:?}: source.decoder = \"own\"")
+            })?))
+        }
+    };
     let worker = Worker::new(
         client,
         WorkerSettings {
             stream: spec.source.stream.clone(),
             initial_position: spec.source.initial_position.clone(),
-            reader: spec.source.reader.clone(),
+            reader,
             shard_sync_interval: spec.source.shard_sync_interval,
             until_tip: options.until_tip,
             leases,

@@ -12,10 +12,20 @@ emitter = { type = "file", dir = "out" }
 "#;
 
 fn check(text: &str) -> (i32, String, String) {
+    check_with(text, None)
+}
+
+/// `check` with `KC_SOURCE_DECODER` set to `decoder` (removed for `None`).
+fn check_with(text: &str, decoder: Option<&str>) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("connectors.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kinesis-connector"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kinesis-connector"));
+    match decoder {
+        Some(d) => command.env("KC_SOURCE_DECODER", d),
+        None => command.env_remove("KC_SOURCE_DECODER"),
+    };
+    let out = command
         .args(["check", "--config"])
         .arg(&path)
         .env_remove("KC_TEST_UNSET")
@@ -105,6 +115,16 @@ const MALFORMED: &[(&str, &str, &[&str])] = &[
         "unknown reader",
         "[pipelines.p]\nsource = { stream = \"s\", reader = \"push\" }\nemitter = { type = \"null\" }",
         &["key \"source.reader\""],
+    ),
+    (
+        "unknown decoder",
+        "[pipelines.p]\nsource = { stream = \"s\", decoder = \"fast\" }\nemitter = { type = \"null\" }",
+        &["key \"source.decoder\"", "\"fast\"", "one of: own, sdk"],
+    ),
+    (
+        "decoder with fan-out",
+        "[pipelines.p]\nsource = { stream = \"s\", reader = \"fan_out\", decoder = \"sdk\" }\nemitter = { type = \"null\" }",
+        &["key \"source.decoder\"", "polling"],
     ),
     (
         "bad size unit",
@@ -269,6 +289,29 @@ fn malformed_configurations_are_rejected_with_exit_2_naming_the_key() {
             assert!(stderr.contains(e), "{what}: {e:?} not in: {stderr}");
         }
     }
+}
+
+#[test]
+fn the_decoder_default_comes_from_the_environment_and_a_bad_one_is_named() {
+    let (code, _, stderr) = check_with(GOOD, Some("sdk"));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = check_with(GOOD, Some("quick"));
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    for e in [
+        "connectors.toml",
+        "pipeline \"p\"",
+        "key \"source.decoder\"",
+        "\"quick\" (from $KC_SOURCE_DECODER)",
+    ] {
+        assert!(stderr.contains(e), "{e:?} not in: {stderr}");
+    }
+    // The file's key wins over the environment.
+    let explicit = GOOD.replace(
+        "region = \"us-east-1\"",
+        "region = \"us-east-1\", decoder = \"own\"",
+    );
+    let (code, _, stderr) = check_with(&explicit, Some("quick"));
+    assert_eq!(code, 0, "{stderr}");
 }
 
 #[test]

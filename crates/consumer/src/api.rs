@@ -345,6 +345,21 @@ where
     }
 }
 
+/// Builds the SDK client for `region` at `endpoint` as [`client`] does, and our own `GetRecords` client
+/// ([`crate::wire::WireClient`]) on the same SDK configuration: the same credential chain (one cache),
+/// region and endpoint.
+pub async fn clients(
+    region: &str,
+    endpoint: Option<&str>,
+) -> (
+    Client,
+    Result<crate::wire::WireClient, crate::wire::WireSetupError>,
+) {
+    let sdk = kinesis_connectors_aws::sdk_config(region, endpoint).await;
+    let wire = crate::wire::WireClient::from_sdk_config(&sdk).await;
+    (Client::new(&sdk), wire)
+}
+
 /// Builds a Kinesis client for `region`, optionally at `endpoint` (a local emulator), with the standard
 /// credential chain and no SDK retries (see [`kinesis_connectors_aws::sdk_config`]): the engine retries
 /// with its policy, so throttling behaviour is explicit and logged.

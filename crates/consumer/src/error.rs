@@ -63,18 +63,25 @@ impl KinesisError {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
     {
-        use kinesis_connectors_aws::{ErrorClass, classify, describe};
-        let (code, message) = describe(&err);
-        if code.as_deref() == Some("ExpiredIteratorException") {
+        let (code, message) = kinesis_connectors_aws::describe(&err);
+        Self::from_code(operation, code.as_deref(), message)
+    }
+
+    /// Classifies a failed call by the service's error code (`None` for failures without one:
+    /// network, timeouts, unreadable answers). Both the SDK path and our own `GetRecords` decoder
+    /// ([`crate::wire`]) classify through here, so they retry alike.
+    pub fn from_code(operation: &'static str, code: Option<&str>, message: String) -> Self {
+        use kinesis_connectors_aws::{ErrorClass, classify};
+        if code == Some("ExpiredIteratorException") {
             return Self::ExpiredIterator { operation };
         }
-        match classify(code.as_deref()) {
+        match classify(code) {
             ErrorClass::Throttled => Self::Throttled { operation, message },
             ErrorClass::Transient => Self::Transient { operation, message },
             ErrorClass::NotFound => Self::NotFound { operation, message },
             ErrorClass::Permanent => Self::Permanent {
                 operation,
-                code: code.unwrap_or_default(),
+                code: code.unwrap_or_default().to_owned(),
                 message,
             },
         }

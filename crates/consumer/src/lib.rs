@@ -26,6 +26,7 @@ mod processor;
 pub mod reader;
 mod shard;
 mod store;
+pub mod wire;
 mod worker;
 
 pub use client::{PutEntry, PutResult, StreamClient, StreamDescription};
@@ -41,9 +42,10 @@ pub use processor::{
     Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, ShardRecordProcessor,
     ShardRecordProcessorFactory, ShutdownReason,
 };
-pub use reader::{ReadOutcome, ReaderSettings};
+pub use reader::{Decoder, ReadOutcome, ReaderSettings};
 pub use shard::{ShardInfo, leaf_shards, parents_first};
 pub use store::FileCheckpointStore;
+pub use wire::WireClient;
 pub use worker::{DEFAULT_SHARD_SYNC_INTERVAL, ReaderKind, Worker, WorkerSettings};
 
 /// The Kinesis SDK client type the engine uses.

@@ -32,6 +32,7 @@ use crate::kpl;
 use crate::metrics::ConsumerMetrics;
 use crate::position::Checkpoint;
 use crate::processor::{Checkpointer, ProcessRecordsInput, ShardRecordProcessor};
+use crate::wire::WireClient;
 
 /// Default time between `GetRecords` calls of one shard (5 calls/s).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -46,6 +47,18 @@ pub const RECORD_OVERHEAD_BYTES: usize = 160;
 /// 50-300 ms a call (AWS), 64 calls in flight serve 200-1,300 calls/s: every shard of a process holding
 /// hundreds of busy shards polled once a second or more.
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 64;
+
+/// Which code sends the polling reader's `GetShardIterator` and `GetRecords` calls and decodes their
+/// answers. Both classify errors alike and hand out the same records.
+#[derive(Clone, Debug, Default)]
+pub enum Decoder {
+    /// The AWS SDK: the reference path.
+    #[default]
+    Sdk,
+    /// Our own calls ([`crate::wire`]): signed requests on one shared HTTP client, answers decoded
+    /// straight into records borrowing the body.
+    Own(Arc<WireClient>),
+}
 
 /// How a shard is polled.
 #[derive(Clone, Debug)]
@@ -62,6 +75,8 @@ pub struct ReaderSettings {
     pub max_concurrent_requests: usize,
     /// Bytes of pages read but not yet taken by the pipeline, across the worker's shards.
     pub max_fetched_bytes: usize,
+    /// Who sends and decodes `GetShardIterator` and `GetRecords`.
+    pub decoder: Decoder,
 }
 
 impl Default for ReaderSettings {
@@ -77,6 +92,7 @@ impl Default for ReaderSettings {
             },
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             max_fetched_bytes: DEFAULT_MAX_FETCHED_BYTES,
+            decoder: Decoder::Sdk,
         }
     }
 }
@@ -224,13 +240,20 @@ impl ShardReader<'_> {
             let _permit = self.permit().await?;
             // Boxed: the SDK's call future is large, and inline it would be part of every idle
             // shard's task for the task's whole life.
-            Box::pin(api::get_shard_iterator(
-                self.ctx.client,
-                self.ctx.stream,
-                self.ctx.shard,
-                start,
-            ))
-            .await
+            match &self.ctx.settings.decoder {
+                Decoder::Sdk => {
+                    Box::pin(api::get_shard_iterator(
+                        self.ctx.client,
+                        self.ctx.stream,
+                        self.ctx.shard,
+                        start,
+                    ))
+                    .await
+                }
+                Decoder::Own(wire) => {
+                    Box::pin(wire.get_shard_iterator(self.ctx.stream, self.ctx.shard, start)).await
+                }
+            }
         };
         match api::with_retry(
             &self.ctx.settings.retry,
@@ -284,15 +307,24 @@ impl ShardReader<'_> {
                 permit = self.permit() => match permit {
                     // Boxed, as in `iterator`: allocated only while a call is in flight.
                     Ok(_permit) => {
-                        match Box::pin(api::get_records(
-                            self.ctx.client,
-                            &iterator,
-                            self.ctx.settings.max_records,
-                            self.ctx.stream,
-                            self.ctx.shard,
-                        ))
-                        .await
-                        {
+                        let page = match &self.ctx.settings.decoder {
+                            Decoder::Sdk => Box::pin(api::get_records(
+                                self.ctx.client,
+                                &iterator,
+                                self.ctx.settings.max_records,
+                                self.ctx.stream,
+                                self.ctx.shard,
+                            ))
+                            .await,
+                            Decoder::Own(wire) => Box::pin(wire.get_records(
+                                &iterator,
+                                self.ctx.settings.max_records,
+                                self.ctx.stream,
+                                self.ctx.shard,
+                            ))
+                            .await,
+                        };
+                        match page {
                             // The call's permit is kept until the page fits the budget.
                             Ok(page) => {
                                 let held = self.ctx.budget.hold(page_bytes(&page.records)).await;

@@ -5,7 +5,9 @@
 //! * `kinesis-bench drain --endpoint URL --stream S` — the floor: a bare `GetRecords` loop per shard, all
 //!   shards at once, with the connector's reader pacing (a call at most every 200 ms, 10,000 records per
 //!   call, 1 s after an empty page) until every shard returns an empty page at its tip. Records are
-//!   counted and discarded; prints `{"records": N, "calls": C}`.
+//!   counted and discarded; prints `{"records": N, "calls": C}`. `--decoder sdk` (the default) calls
+//!   through the AWS SDK, `--decoder own` through our own decoder (`WireClient`, what
+//!   `source.decoder = "own"` uses).
 //! * `kinesis-bench delete --endpoint URL --stream S` — deletes the stream.
 
 use std::sync::Arc;
@@ -57,6 +59,9 @@ enum Cmd {
         endpoint: String,
         #[arg(long)]
         stream: String,
+        /// `sdk` or `own`.
+        #[arg(long, default_value = "sdk")]
+        decoder: String,
     },
     /// Delete a stream.
     Delete {
@@ -76,7 +81,15 @@ async fn main() -> anyhow::Result<()> {
             shards,
             records,
         } => fill(&endpoint, &stream, shards, records).await,
-        Cmd::Drain { endpoint, stream } => drain(&endpoint, &stream).await,
+        Cmd::Drain {
+            endpoint,
+            stream,
+            decoder,
+        } => match decoder.as_str() {
+            "sdk" => drain(&endpoint, &stream).await,
+            "own" => drain_own(&endpoint, &stream).await,
+            other => anyhow::bail!("unknown decoder {other:?}; one of: sdk, own"),
+        },
         Cmd::Delete { endpoint, stream } => {
             let sdk = kinesis_connectors_aws::sdk_config("us-east-1", Some(&endpoint)).await;
             Client::new(&sdk)
@@ -190,6 +203,60 @@ async fn drain(endpoint: &str, stream: &str) -> anyhow::Result<()> {
                     break;
                 }
                 iterator = page.next_shard_iterator;
+                next_call = called_at
+                    + if n == 0 {
+                        IDLE_POLL_INTERVAL
+                    } else {
+                        POLL_INTERVAL
+                    };
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    println!(
+        r#"{{"records": {}, "calls": {}}}"#,
+        records.load(Ordering::SeqCst),
+        calls.load(Ordering::SeqCst)
+    );
+    Ok(())
+}
+
+/// [`drain`] on our own decoder: the same loop, pacing and output.
+async fn drain_own(endpoint: &str, stream: &str) -> anyhow::Result<()> {
+    use kinesis_connectors_consumer::api::{self, IteratorStart};
+    let (client, wire) = api::clients("us-east-1", Some(endpoint)).await;
+    let wire = Arc::new(wire?);
+    let shards = api::list_shards(&client, stream).await?;
+    let records = Arc::new(AtomicU64::new(0));
+    let calls = Arc::new(AtomicU64::new(0));
+    let stream_id: Arc<str> = Arc::from(stream);
+    let mut tasks = Vec::new();
+    for shard in shards {
+        let (wire, stream_id) = (wire.clone(), stream_id.clone());
+        let (records, calls) = (records.clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            let shard_id: Arc<str> = Arc::from(shard.shard_id.as_str());
+            let mut iterator = Some(
+                wire.get_shard_iterator(&stream_id, &shard_id, &IteratorStart::TrimHorizon)
+                    .await?,
+            );
+            let mut next_call = tokio::time::Instant::now();
+            while let Some(it) = iterator {
+                tokio::time::sleep_until(next_call).await;
+                let called_at = tokio::time::Instant::now();
+                let page = wire
+                    .get_records(&it, MAX_RECORDS, &stream_id, &shard_id)
+                    .await?;
+                calls.fetch_add(1, Ordering::Relaxed);
+                let n = page.records.len();
+                records.fetch_add(n as u64, Ordering::Relaxed);
+                if n == 0 && page.millis_behind_latest.unwrap_or(0) == 0 {
+                    break;
+                }
+                iterator = page.next_iterator;
                 next_call = called_at
                     + if n == 0 {
                         IDLE_POLL_INTERVAL
