@@ -1100,11 +1100,11 @@ fn check_accepts_both_type_names_and_rejects_malformed_options_naming_the_key() 
         ),
         (
             "{ type = \"elasticsearch\", url = \"h:9200\", index = \"i\" }",
-            "url: \"h:9200\": the scheme must be http or https",
+            "key \"emitter.url\": \"h:9200\": the scheme must be http or https",
         ),
         (
             "{ type = \"elasticsearch\", url = \"http://h\", index = \"i\", document_id = \"field\" }",
-            "document_id_field: required",
+            "key \"emitter.document_id_field\": required",
         ),
         (
             "{ type = \"elasticsearch\", url = \"http://h\", index = \"i\", max_bulk_bytes = \"1GiB\" }",

@@ -319,14 +319,30 @@ impl IcebergEmitter {
         );
         let builder = DataFileWriterBuilder::new(rolling);
         let spec = metadata.default_partition_spec();
+        // One data file (or more, past the rolling size) per partition of the batch.
+        let parts = if spec.is_unpartitioned() {
+            vec![(None, record_batch)]
+        } else {
+            let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
+                converter.schema().clone(),
+                spec.clone(),
+            )
+            .map_err(|e| iceberg_error("partition spec", e))?;
+            splitter
+                .split(&record_batch)
+                .map_err(|e| iceberg_error("partitioning the batch", e))?
+                .into_iter()
+                .map(|(key, part)| (Some(key), part))
+                .collect()
+        };
         let mut files = Vec::new();
-        if spec.is_unpartitioned() {
+        for (key, part) in parts {
             let mut writer = builder
-                .build(None)
+                .build(key)
                 .await
                 .map_err(|e| iceberg_error("opening a data file", e))?;
             writer
-                .write(record_batch)
+                .write(part)
                 .await
                 .map_err(|e| iceberg_error("writing a data file", e))?;
             files.extend(
@@ -335,31 +351,6 @@ impl IcebergEmitter {
                     .await
                     .map_err(|e| iceberg_error("closing a data file", e))?,
             );
-        } else {
-            let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
-                converter.schema().clone(),
-                spec.clone(),
-            )
-            .map_err(|e| iceberg_error("partition spec", e))?;
-            let parts = splitter
-                .split(&record_batch)
-                .map_err(|e| iceberg_error("partitioning the batch", e))?;
-            for (key, part) in parts {
-                let mut writer = builder
-                    .build(Some(key))
-                    .await
-                    .map_err(|e| iceberg_error("opening a data file", e))?;
-                writer
-                    .write(part)
-                    .await
-                    .map_err(|e| iceberg_error("writing a data file", e))?;
-                files.extend(
-                    writer
-                        .close()
-                        .await
-                        .map_err(|e| iceberg_error("closing a data file", e))?,
-                );
-            }
         }
         Ok(files)
     }
