@@ -86,11 +86,6 @@ impl Committed {
             }
         }
     }
-
-    /// Marks `snapshot` as read (after this process committed it).
-    pub(crate) fn read_up_to(&mut self, snapshot: Option<i64>) {
-        self.read_to = snapshot;
-    }
 }
 
 #[cfg(test)]
