@@ -196,10 +196,12 @@ fn batch(shard: &str, ids: std::ops::Range<u64>) -> Batch<Item> {
 }
 
 async fn connect(stack: &Stack, bucket: &str, namespace: &str) -> IcebergEmitter {
-    let text = format!(
-        "e = {{ {} }}",
-        emitter_options(stack, bucket, namespace, "events")
-    );
+    connect_with(&emitter_options(stack, bucket, namespace, "events")).await
+}
+
+/// An emitter on `options` (an inline-table body as in `connectors.toml`).
+async fn connect_with(options: &str) -> IcebergEmitter {
+    let text = format!("e = {{ {options} }}");
     let mut table: toml::Table = text.parse().unwrap();
     let mut options = table.remove("e").unwrap();
     options.as_table_mut().unwrap().remove("type");
@@ -362,4 +364,32 @@ async fn three_workers_killed_and_restarted_commit_each_record_once() {
     );
     assert_eq!(lost, 0, "records missing from the table");
     assert_eq!(twice, 0, "records committed twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpartitioned_table_takes_each_batch_as_one_file() {
+    let stack = Stack::from_env();
+    let bucket = stack.bucket().await;
+    let namespace = unique("ns").replace('-', "_");
+    let options = emitter_options(&stack, &bucket, &namespace, "events")
+        .replace(&format!(", partition_by = {PARTITION_BY}"), "");
+    let emitter = connect_with(&options).await;
+    for _ in 0..2 {
+        assert!(
+            emitter
+                .emit(&batch("shard-0", 0..500))
+                .await
+                .unwrap()
+                .is_success()
+        );
+    }
+    let read = read_back(&stack, &bucket, &namespace, "events");
+    assert_eq!(ids(&read), (0..500).collect::<Vec<u64>>());
+    assert_eq!(read["partition_spec"], serde_json::json!([]));
+    assert_eq!(
+        read["files"].as_array().unwrap().len(),
+        1,
+        "{}",
+        read["files"]
+    );
 }
