@@ -10,8 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use integration_tests::fault_proxy::FaultProxy;
+use integration_tests::tcp_switch::TcpSwitch;
 use integration_tests::{
     Closes, Connector, Stack, Workdir, closes_with_slow_checkpoints, trickle_producer, unique,
+    wait_until,
 };
 use kinesis_connectors_consumer::PutEntry;
 use kinesis_connectors_core::testing::record;
@@ -392,4 +395,245 @@ async fn an_unpartitioned_table_takes_each_batch_as_one_file() {
         "{}",
         read["files"]
     );
+}
+
+/// Where a targeted SIGKILL lands in a batch's way into the table.
+#[derive(Clone, Copy, Debug)]
+enum Window {
+    /// The batch's data files are in the warehouse; its commit never reaches the catalog.
+    FilesWritten,
+    /// The commit is in the table; its checkpoint never reaches the lease table.
+    Committed,
+}
+
+/// One worker, its catalog (PostgreSQL) and its lease table (DynamoDB) each behind a switch, S3 behind
+/// a proxy that watches the data-file PUTs. At the first data file the proxy blackholes the catalog
+/// (so the commit hangs) or the lease table (so the commit goes through and the checkpoint hangs); the
+/// worker is SIGKILLed once the window is reached, and a worker started under the same id with both
+/// links back delivers the rest: every record is one row.
+async fn killed_in(window: Window) {
+    let stack = Stack::from_env();
+    let client = stack.streams().await;
+    let stream = unique("ice-window");
+    client.create(&stream, 2).await.unwrap();
+    let entries: Vec<PutEntry> = (0..600u64)
+        .map(|id| PutEntry {
+            data: Bytes::from(event(id)),
+            partition_key: format!("pk-{}", id % 31),
+            explicit_hash_key: None,
+        })
+        .collect();
+    client.put_batch(&stream, entries).await.unwrap();
+    let bucket = stack.bucket().await;
+    let namespace = unique("ns").replace('-', "_");
+    let pg_port = std::env::var("PGPORT").expect("PGPORT: start the local stack");
+    let catalog = Arc::new(TcpSwitch::start(&format!("http://127.0.0.1:{pg_port}")).await);
+    let leases = Arc::new(TcpSwitch::start(&stack.dynamodb).await);
+    let (c, l) = (catalog.clone(), leases.clone());
+    // Once: the restarted worker's files and commits go through.
+    let armed = Arc::new(AtomicBool::new(true));
+    let s3 = FaultProxy::start(
+        &stack.s3,
+        Arc::new(move |method, path, _, _, _| {
+            if method == "PUT" && path.contains(".parquet") && armed.swap(false, Ordering::SeqCst) {
+                match window {
+                    Window::FilesWritten => c.blackhole(),
+                    Window::Committed => l.blackhole(),
+                }
+            }
+            None
+        }),
+    )
+    .await;
+    let switch_port = catalog.url.rsplit(':').next().unwrap().to_owned();
+    let options = emitter_options(&stack, &bucket, &namespace, "events")
+        .replace(
+            &catalog_uri(),
+            &format!("postgres://postgres@127.0.0.1:{switch_port}/dev"),
+        )
+        .replace(
+            &format!("endpoint = \"{}\"", stack.s3),
+            &format!("endpoint = \"{}\"", s3.url),
+        );
+    let work = Workdir::new();
+    let config = work.config(&pipeline(
+        &stream,
+        &stack,
+        &options,
+        &format!(
+            "buffer = {{ max_records = 100 }}\ncheckpoint = {{ type = \"dynamodb\", table = \"{}\", endpoint = \"{}\", worker_id = \"w\" }}",
+            unique("ice-window-leases"),
+            leases.url
+        ),
+    ));
+    let mut worker = Connector::start(work.dir.path(), &config, "p", &[], &[]);
+    let files_done = || {
+        s3.log()
+            .iter()
+            .any(|s| s.method == "PUT" && s.path.contains(".parquet") && s.status == 200)
+    };
+    match window {
+        Window::FilesWritten => {
+            tokio::task::block_in_place(|| {
+                wait_until(Duration::from_secs(60), "a data file written", files_done)
+            });
+        }
+        Window::Committed => {
+            tokio::task::block_in_place(|| {
+                wait_until(Duration::from_secs(60), "a data file written", files_done);
+                wait_until(Duration::from_secs(60), "a commit in the table", || {
+                    !ids(&read_back(&stack, &bucket, &namespace, "events")).is_empty()
+                })
+            });
+        }
+    }
+    worker.kill();
+    let at_kill = ids(&tokio::task::block_in_place(|| {
+        read_back(&stack, &bucket, &namespace, "events")
+    }));
+    catalog.forward();
+    leases.forward();
+    let restart_log = tokio::task::block_in_place(|| {
+        let mut again = Connector::start(work.dir.path(), &config, "p", &["--until-tip"], &[]);
+        let status = again.wait(Duration::from_secs(120));
+        assert!(status.success(), "{status:?}\n{}", again.log_tail(30));
+        again.log()
+    });
+
+    let read = read_back(&stack, &bucket, &namespace, "events");
+    let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+    for id in ids(&read) {
+        *counts.entry(id).or_default() += 1;
+    }
+    let lost: Vec<u64> = (0..600).filter(|id| !counts.contains_key(id)).collect();
+    let twice: Vec<u64> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    eprintln!(
+        "{window:?}: {} rows at the kill, {} after the restart, {} lost, {} twice",
+        at_kill.len(),
+        counts.values().sum::<usize>(),
+        lost.len(),
+        twice.len()
+    );
+    assert!(lost.is_empty(), "{window:?}: lost {lost:?}");
+    assert!(twice.is_empty(), "{window:?}: held twice {twice:?}");
+    match window {
+        // The kill really fell between files and commit: the table held nothing, and the files the
+        // killed worker wrote are orphans (in the warehouse, in no snapshot).
+        Window::FilesWritten => {
+            assert!(at_kill.is_empty(), "a commit was made before the kill");
+            let parquet = s3_keys_with(&stack, &bucket, ".parquet").await;
+            let referenced = read["files"].as_array().unwrap().len();
+            assert!(
+                parquet > referenced,
+                "no orphan data file: {parquet} files, {referenced} in the table"
+            );
+        }
+        // The kill fell between commit and checkpoint: rows were in the table, and the restarted worker
+        // read a shard again from its start (no checkpoint had been written).
+        Window::Committed => {
+            assert!(!at_kill.is_empty());
+            assert!(
+                restart_log.contains("from=TRIM_HORIZON"),
+                "the restarted worker did not re-read a shard from its start:\n{restart_log}"
+            );
+        }
+    }
+}
+
+/// How many objects of `bucket` have `needle` in their key.
+async fn s3_keys_with(stack: &Stack, bucket: &str, needle: &str) -> usize {
+    let s3 = stack.s3().await;
+    integration_tests::s3_objects(&s3, bucket, "warehouse/")
+        .await
+        .iter()
+        .filter(|(key, _)| key.contains(needle))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_between_writing_files_and_committing_leaves_orphans_and_no_row_twice() {
+    killed_in(Window::FilesWritten).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_between_committing_and_checkpointing_appends_nothing_again() {
+    killed_in(Window::Committed).await;
+}
+
+/// `check`: mistakes in the options exit 2 naming the key before anything is reached; a table that
+/// is missing (and not to be created) fails the sink probe naming the table; a table that is there
+/// passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_key_of_a_bad_option_and_probes_the_table() {
+    let stack = Stack::from_env();
+    let bucket = stack.bucket().await;
+    let namespace = unique("ns").replace('-', "_");
+    let check = |emitter: &str| {
+        let work = Workdir::new();
+        let config = work.config(&format!(
+            "[pipelines.p]\nsource = {{ stream = \"s\", endpoint = \"{}\" }}\ntransformer = {{ type = \"json\" }}\nemitter = {{ {emitter} }}\n",
+            stack.kinesis
+        ));
+        let out = Command::new(integration_tests::connector_bin())
+            .args(["check", "--config"])
+            .arg(&config)
+            .current_dir(work.dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let good = emitter_options(&stack, &bucket, &namespace, "events");
+    for (options, expected) in [
+        (
+            good.replace("postgres://postgres@", "postgres://postgres:hunter2@"),
+            "key \"emitter.catalog_uri\": the URL holds a password",
+        ),
+        (
+            good.replace("\"day(ts)\"", "\"week(ts)\""),
+            "key \"emitter.partition_by[0]\"",
+        ),
+        (
+            good.replace("\"decimal(10, 2)\"", "\"money\""),
+            "key \"emitter.columns[3].type\"",
+        ),
+        (
+            good.replace(&format!("s3://{bucket}/warehouse"), "/tmp/warehouse"),
+            "key \"emitter.warehouse\"",
+        ),
+    ] {
+        let (code, out) = check(&options);
+        assert_eq!(code, 2, "{options}\n{out}");
+        assert!(
+            out.contains("pipeline \"p\"") && out.contains(expected),
+            "{options}\n{out}"
+        );
+        assert!(!out.contains("hunter2"), "the password was printed:\n{out}");
+    }
+    // Not created by `check` (create_table = false) and not there: the probe names the table.
+    let missing = format!(
+        r#"type = "iceberg", catalog = "sql", catalog_uri = "{}", warehouse = "s3://{bucket}/warehouse", namespace = "{namespace}", table = "nowhere", endpoint = "{}""#,
+        catalog_uri(),
+        stack.s3
+    );
+    let (code, out) = check(&missing);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("nowhere"),
+        "the missing table is not named:\n{out}"
+    );
+    // With create_table the table is made at start-up; the probe then finds it.
+    let (code, out) = check(&good);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("iceberg sink reachable"), "{out}");
 }
