@@ -129,7 +129,7 @@ fn the_demo_runs_from_a_fresh_clone_in_a_0700_directory() {
     assert!(output.status.success(), "{}", text(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let rows = integration_tests::demo_summary_rows(&stdout);
-    assert_eq!(rows.len(), 6, "{stdout}");
+    assert_eq!(rows.len(), 7, "{stdout}");
     assert!(
         rows.iter()
             .all(|r| r.split_whitespace().nth(8) == Some("yes")),

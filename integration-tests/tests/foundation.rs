@@ -448,7 +448,9 @@ fn the_demo_prints_matching_counts_for_every_pipeline() {
         .collect();
     assert_eq!(
         sinks,
-        ["file", "s3", "dynamodb", "search", "redshift", "stdout"],
+        [
+            "file", "s3", "dynamodb", "search", "redshift", "iceberg", "stdout"
+        ],
         "one row per sink:\n{stdout}"
     );
     for row in rows {
