@@ -30,7 +30,7 @@ use integration_tests::fault_proxy::{Fault, FaultProxy};
 use integration_tests::redshift_data::{Postgres, RedshiftDataStandIn};
 use integration_tests::tcp_switch::TcpSwitch;
 use integration_tests::{
-    Connector, Stack, Workdir, free_port, metric_value, s3_objects, scrape_metrics, unique,
+    Connector, Stack, Workdir, free_port, metric_value, s3_body, scrape_metrics, unique,
 };
 use kinesis_connectors_consumer::PutEntry;
 use rand::Rng;
@@ -273,16 +273,72 @@ struct TrialResult {
     elapsed: Duration,
 }
 
-/// Counts of every item id in the JSON lines of the objects under `prefix`.
-async fn ids_in_s3(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> HashMap<u64, usize> {
-    let mut counts: HashMap<u64, usize> = HashMap::new();
-    for (_, body) in s3_objects(s3, bucket, prefix).await {
-        for line in String::from_utf8_lossy(&body).lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            *counts.entry(v["id"].as_u64().unwrap()).or_default() += 1;
+/// The item ids of the JSON-lines objects under a prefix, each object read once per version (its
+/// ETag): the wait for everything to land lists the bucket every few seconds, and reading thousands
+/// of objects again each time made that wait minutes long.
+#[derive(Default)]
+struct S3Ids {
+    objects: HashMap<String, (String, Vec<u64>)>,
+}
+
+impl S3Ids {
+    /// Counts of every item id under `prefix` now.
+    async fn counts(
+        &mut self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        prefix: &str,
+    ) -> HashMap<u64, usize> {
+        let mut listed: HashMap<String, String> = HashMap::new();
+        let mut token = None;
+        loop {
+            let page = s3
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .unwrap();
+            for o in page.contents() {
+                if let Some(key) = o.key() {
+                    // The version: ETag and size (either alone may be missing or equal).
+                    let version = format!(
+                        "{}/{}",
+                        o.e_tag().unwrap_or_default(),
+                        o.size().unwrap_or_default()
+                    );
+                    listed.insert(key.to_owned(), version);
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) => token = Some(t.to_owned()),
+                None => break,
+            }
         }
+        self.objects.retain(|k, _| listed.contains_key(k));
+        for (key, etag) in listed {
+            if self.objects.get(&key).is_some_and(|(e, _)| *e == etag) {
+                continue;
+            }
+            let body = s3_body(s3, bucket, &key).await;
+            let ids = String::from_utf8_lossy(&body)
+                .lines()
+                .map(|line| {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    v["id"].as_u64().unwrap()
+                })
+                .collect();
+            self.objects.insert(key, (etag, ids));
+        }
+        let mut counts: HashMap<u64, usize> = HashMap::new();
+        for (_, ids) in self.objects.values() {
+            for id in ids {
+                *counts.entry(*id).or_default() += 1;
+            }
+        }
+        counts
     }
-    counts
 }
 
 /// Counts of every item id among the rows of `table`.
@@ -447,10 +503,11 @@ metrics_addr = "127.0.0.1:${{METRICS_PORT}}"
     let s3 = stack.s3().await;
     let pg = Postgres::from_env().connect("postgres").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(240);
+    let (mut shard_ids, mut across_ids) = (S3Ids::default(), S3Ids::default());
     let counts = loop {
         let counts: BTreeMap<&str, HashMap<u64, usize>> = BTreeMap::from([
-            ("shard", ids_in_s3(&s3, &bucket, "shard/").await),
-            ("across", ids_in_s3(&s3, &bucket, "across/").await),
+            ("shard", shard_ids.counts(&s3, &bucket, "shard/").await),
+            ("across", across_ids.counts(&s3, &bucket, "across/").await),
             ("redshift", ids_in_table(&pg, &table).await),
         ]);
         let landed = counts
