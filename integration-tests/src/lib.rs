@@ -675,7 +675,21 @@ pub async fn s3_keys(
     prefix: &str,
     page: Option<i32>,
 ) -> Vec<String> {
-    let mut keys = Vec::new();
+    s3_listing(client, bucket, prefix, page)
+        .await
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect()
+}
+
+/// [`s3_keys`] with each object's version (`ETag/size`: either alone may be missing or equal).
+pub async fn s3_listing(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    page: Option<i32>,
+) -> Vec<(String, String)> {
+    let mut objects = Vec::new();
     let mut token = None;
     loop {
         let out = client
@@ -693,17 +707,20 @@ pub async fn s3_keys(
                 "a page over {page} keys"
             );
         }
-        keys.extend(
-            out.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
+        objects.extend(out.contents().iter().filter_map(|o| {
+            let version = format!(
+                "{}/{}",
+                o.e_tag().unwrap_or_default(),
+                o.size().unwrap_or_default()
+            );
+            Some((o.key()?.to_owned(), version))
+        }));
         match out.next_continuation_token() {
             Some(t) => token = Some(t.to_owned()),
             None => break,
         }
     }
-    keys
+    objects
 }
 
 /// The body of the object `key` in `bucket`.

@@ -30,7 +30,7 @@ use integration_tests::fault_proxy::{Fault, FaultProxy};
 use integration_tests::redshift_data::{Postgres, RedshiftDataStandIn};
 use integration_tests::tcp_switch::TcpSwitch;
 use integration_tests::{
-    Connector, Stack, Workdir, free_port, metric_value, s3_body, scrape_metrics, unique,
+    Connector, Stack, Workdir, free_port, metric_value, s3_body, s3_listing, scrape_metrics, unique,
 };
 use kinesis_connectors_consumer::PutEntry;
 use rand::Rng;
@@ -289,36 +289,13 @@ impl S3Ids {
         bucket: &str,
         prefix: &str,
     ) -> HashMap<u64, usize> {
-        let mut listed: HashMap<String, String> = HashMap::new();
-        let mut token = None;
-        loop {
-            let page = s3
-                .list_objects_v2()
-                .bucket(bucket)
-                .prefix(prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .unwrap();
-            for o in page.contents() {
-                if let Some(key) = o.key() {
-                    // The version: ETag and size (either alone may be missing or equal).
-                    let version = format!(
-                        "{}/{}",
-                        o.e_tag().unwrap_or_default(),
-                        o.size().unwrap_or_default()
-                    );
-                    listed.insert(key.to_owned(), version);
-                }
-            }
-            match page.next_continuation_token() {
-                Some(t) => token = Some(t.to_owned()),
-                None => break,
-            }
-        }
+        let listed: HashMap<String, String> = s3_listing(s3, bucket, prefix, None)
+            .await
+            .into_iter()
+            .collect();
         self.objects.retain(|k, _| listed.contains_key(k));
-        for (key, etag) in listed {
-            if self.objects.get(&key).is_some_and(|(e, _)| *e == etag) {
+        for (key, version) in listed {
+            if self.objects.get(&key).is_some_and(|(v, _)| *v == version) {
                 continue;
             }
             let body = s3_body(s3, bucket, &key).await;
@@ -329,7 +306,7 @@ impl S3Ids {
                     v["id"].as_u64().unwrap()
                 })
                 .collect();
-            self.objects.insert(key, (etag, ids));
+            self.objects.insert(key, (version, ids));
         }
         let mut counts: HashMap<u64, usize> = HashMap::new();
         for (_, ids) in self.objects.values() {
