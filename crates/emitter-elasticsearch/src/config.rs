@@ -8,7 +8,6 @@
 //!             tls = { ca_file = "/etc/kc/es-ca.pem" } }
 //! ```
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,28 +37,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default SigV4 service name: `es` (Amazon OpenSearch Service domains; `aoss` for Serverless).
 pub const DEFAULT_SIGV4_SERVICE: &str = "es";
 
-/// A secret string (password, API key): its `Debug` output is redacted, and it has no `Display`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
+/// A secret string (password, API key): the one of `core`, redacted in `Debug`, no `Display`.
+pub use kinesis_connectors_core::kit::Secret;
 
 /// The bulk action written for an item.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
